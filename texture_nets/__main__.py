@@ -1,0 +1,5 @@
+import sys
+
+from texture_nets.cli import main
+
+sys.exit(main())

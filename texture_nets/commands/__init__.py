@@ -1,0 +1,1 @@
+"""One module per sub-command; texture_nets.cli discovers them (see its docstring)."""
