@@ -24,6 +24,7 @@ backend object or a zero-argument factory returning one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from importlib import metadata
 from pathlib import Path
@@ -64,10 +65,9 @@ class BackendError(Exception):
 
 def available_backend_names() -> list[str]:
     names = list(BUILTIN_BACKENDS)
-    try:
+    # A broken installed distribution must not break listing.
+    with contextlib.suppress(Exception):
         names += [ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in names]
-    except Exception:  # a broken installed distribution must not break listing
-        pass
     return names
 
 
