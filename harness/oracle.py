@@ -92,10 +92,20 @@ def _runs_in(directory: Path) -> list[OracleRun]:
         if not sidecar.exists():
             continue
         meta = json.loads(sidecar.read_text())
-        if "model_file" not in meta:
+        model_file = meta.get("model_file") or _shared_model_file(npz.stem, meta.get("dtype"), directory)
+        if model_file is None:
             continue
-        runs.append(OracleRun(npz, directory / meta["model_file"], meta["dtype"], meta))
+        runs.append(OracleRun(npz, directory / model_file, meta["dtype"], meta))
     return runs
+
+
+def _shared_model_file(stem: str, dtype: str | None, directory: Path) -> str | None:
+    """The full-width sidecars name no model file: '<model>_f32_64x64' ran '<model>_float.t7' (README)."""
+    suffix = {"float32": ("_f32_", "_float.t7"), "float64": ("_f64_", "_double.t7")}.get(dtype or "")
+    if suffix is None or suffix[0] not in stem:
+        return None
+    name = stem.split(suffix[0])[0] + suffix[1]
+    return name if (directory / name).exists() else None
 
 
 def fixture_runs() -> list[OracleRun]:

@@ -1,0 +1,22 @@
+"""nn.ReLU (nn.Threshold) in NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def threshold(x: np.ndarray, th: float = 0.0, value: float = 0.0, *, in_place: bool = False) -> np.ndarray:
+    """Torch7 ``nn.Threshold(th, v)`` (``nn.ReLU`` is th = v = 0): ``y = x > th ? x : v``.
+
+    Written as the comparison Torch makes (THNN Threshold.c), so NaN maps to ``v``
+    like in Torch rather than propagating as ``np.maximum`` would. ``in_place``
+    mirrors ``ReLU(true)`` and is only used on arrays the network owns.
+    """
+    out = x if in_place else None
+    if th == value:
+        # fmax returns the non-NaN operand, so this is exactly "x > th ? x : th", NaN -> th included.
+        return np.fmax(x, np.asarray(th, dtype=x.dtype), out=out)
+    replace = ~(x > th)
+    out = x if in_place else x.copy()
+    np.copyto(out, np.asarray(value, dtype=x.dtype), where=replace)
+    return out
