@@ -35,11 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.backends import get_backend
-    from texture_nets.atomic import atomic_write
+    from texture_nets.atomic import atomic_write, check_destination
 
     for destination in (args.output, args.trace):
-        if destination is not None and _same_file(destination, args.input):
-            raise UserError(f"refusing to overwrite the input {args.input} with {destination}")
+        if destination is not None:
+            if _same_file(destination, args.input):
+                raise UserError(f"refusing to overwrite the input {args.input} with {destination}")
+            check_destination(destination)  # fail before the (slow) forward pass
     x = load_input_array(args.input)
     backend = get_backend(args.backend)
     if args.dtype not in backend.dtypes:
@@ -47,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     runner = backend.load(args.model, args.dtype)
     output, trace = runner.forward(x.astype(args.dtype), trace=args.trace is not None)
     nonfinite = int(output.size - np.count_nonzero(np.isfinite(output)))
-    atomic_write(args.output, lambda f: np.save(f, output))
+    atomic_write(args.output, lambda temp: _write_with(np.save, temp, output))
     if args.trace is not None:
-        atomic_write(args.trace, lambda f: np.savez(f, **trace))
+        atomic_write(args.trace, lambda temp: _write_with(np.savez, temp, **trace))
     print(f"{backend.name} {args.dtype}: {tuple(x.shape)} -> {tuple(output.shape)} written to {args.output}"
           + (f", trace of {len(trace)} modules to {args.trace}" if args.trace is not None else ""))
     if nonfinite:
@@ -78,6 +80,12 @@ def load_input_array(path: Path) -> np.ndarray:
         print(f"warning: {path}: values span [{x.min():.3g}, {x.max():.3g}]; texture_nets expects RGB in [0,1]",
               file=sys.stderr)
     return x
+
+
+def _write_with(save, path: Path, *args, **kwargs) -> None:
+    # Through an open file: given a path, np.save/np.savez append ".npy"/".npz" to the temporary name.
+    with open(path, "wb") as handle:
+        save(handle, *args, **kwargs)
 
 
 def _same_file(a: Path, b: Path) -> bool:
