@@ -29,6 +29,11 @@ from t7file.reader import T7Storage, T7Tensor, read_object
 # child's. This matches the keys of the Torch7 oracle runs.
 UNTRACED_CLASSES = frozenset({"nn.ConcatTable", "nn.CAddTable", "nn.Identity"})
 
+# A module object may appear in several ``modules`` lists (Torch allows sharing);
+# each appearance becomes its own T7Module. A hostile file can nest such sharing
+# to expand a few bytes into billions of modules, so the tree is capped.
+MAX_MODULES = 20_000
+
 _MISSING = object()
 
 
@@ -127,17 +132,34 @@ def trace_paths(root: T7Module) -> list[str]:
 
 def load_module_tree(source: str | Path | bytes | BinaryIO) -> T7Module:
     """Read a .t7 file and return its root module. Raises T7Error subclasses only."""
-    return module_tree_from_object(read_object(source))
+    obj = read_object(source)
+    try:
+        return module_tree_from_object(obj)
+    except RecursionError:  # the reader caps nesting well below the limit; this keeps a surprise to one line
+        raise T7FormatError("objects nested too deeply to convert") from None
 
 
 def module_tree_from_object(obj: Any) -> T7Module:
     if not isinstance(obj, torchfile.TorchObject):
-        raise T7ModelError(f"the file holds a {_kind(obj)}, not a Torch7 nn module")
-    return _to_module(obj, "", set(), {})
+        hint = ""
+        if isinstance(obj, dict) and obj:
+            keys = sorted(_key(k) for k in obj)
+            hint = f" with keys {', '.join(keys[:8])}{', ...' if len(keys) > 8 else ''} (a checkpoint?)"
+        raise T7ModelError(f"the file holds a {_kind(obj)}{hint}, not a Torch7 nn module")
+    return _to_module(obj, "", set(), {}, [0])
 
 
-def _to_module(obj: torchfile.TorchObject, lua_path: str, active: set[int], memo: dict[int, Any]) -> T7Module:
+class _LuaFunctionFound(Exception):
+    """Raised by _plain when a value holds a Lua function; _to_module names the field."""
+
+
+def _to_module(obj: torchfile.TorchObject, lua_path: str, active: set[int], memo: dict[int, Any],
+               count: list[int]) -> T7Module:
     class_name = obj._typename.decode("latin-1") if isinstance(obj._typename, bytes) else str(obj._typename)
+    count[0] += 1
+    if count[0] > MAX_MODULES:
+        raise T7ModelError(f"the module tree has more than {MAX_MODULES:,} modules (shared sub-networks expanded); "
+                           "refusing to build it", torch_class=class_name, lua_path=lua_path)
     raw = obj._obj
     if raw is None:
         raw = {}
@@ -152,15 +174,21 @@ def _to_module(obj: torchfile.TorchObject, lua_path: str, active: set[int], memo
         for key, value in raw.items():
             name = key.decode("latin-1") if isinstance(key, bytes) else str(key)
             if name == "modules":
-                children = _children(value, class_name, lua_path, active, memo)
-            else:
+                children = _children(value, class_name, lua_path, active, memo, count)
+                continue
+            try:
                 fields[name] = _plain(value, memo)
+            except _LuaFunctionFound:
+                # A function field overrides behaviour with code this tool will never run.
+                raise T7ModelError(f"field '{name}' holds a Lua function (compiled code); this tool does not run "
+                                   "code from model files", torch_class=class_name, lua_path=lua_path) from None
         return T7Module(class_name, lua_path, fields, tuple(children))
     finally:
         active.discard(id(obj))
 
 
-def _children(value: Any, class_name: str, lua_path: str, active: set[int], memo: dict[int, Any]) -> list[T7Module]:
+def _children(value: Any, class_name: str, lua_path: str, active: set[int], memo: dict[int, Any],
+              count: list[int]) -> list[T7Module]:
     if isinstance(value, dict) and not value:
         return []
     if not isinstance(value, list):
@@ -171,7 +199,7 @@ def _children(value: Any, class_name: str, lua_path: str, active: set[int], memo
         if not isinstance(child, torchfile.TorchObject):
             raise T7ModelError(f"modules[{index}] is a {_kind(child)}, not a module", torch_class=class_name,
                                lua_path=lua_path)
-        children.append(_to_module(child, child_path, active, memo))
+        children.append(_to_module(child, child_path, active, memo, count))
     return children
 
 
@@ -185,6 +213,8 @@ def _plain(value: Any, memo: dict[int, Any]) -> Any:
         return value.array
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
+    if isinstance(value, torchfile.LuaFunction):
+        raise _LuaFunctionFound
     if not isinstance(value, torchfile.TorchObject | dict | list):
         return value
     if id(value) in memo:
@@ -218,5 +248,8 @@ def _kind(obj: Any) -> str:
         return _class_name(obj)
     if isinstance(obj, T7Tensor | T7Storage):
         return obj.torch_type
-    return {dict: "Lua table", list: "Lua list", str: "string", bytes: "string", bool: "boolean",
+    if isinstance(obj, torchfile.LuaFunction):
+        return "Lua function"
+    return {dict: "Lua table", torchfile.hashable_uniq_dict: "Lua table", list: "Lua list", str: "string",
+            bytes: "string", bool: "boolean",
             int: "number", float: "number", type(None): "nil"}.get(type(obj), type(obj).__name__)
