@@ -1,0 +1,118 @@
+"""Backend selection for the parity suite.
+
+``--backend NAME`` (repeatable; defined in the root conftest) picks the backends under test: a
+built-in name, an entry-point name or a ``module:factory`` plug-in. Without it, every built-in
+backend whose framework is importable is selected. A test asks for ``backend_name`` (faithful
+backends: every selected one except the known-unfaithful ``tf-seed``) or ``seed_backend_name``
+(the seed's reproduction, whose deviations are asserted, not tolerated) and is parametrized over
+the selection; a backend that cannot be constructed (module not written yet, framework missing)
+skips with the reason instead of erroring.
+
+Parametrization depends only on the command line and on ``importlib.util.find_spec``, never on
+importing a framework, so every pytest-xdist worker collects the same test ids.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from harness.backends import BUILTIN_BACKENDS, Backend, BackendError, get_backend
+
+# Built-in backend -> the framework it needs (checked with find_spec, without importing it).
+BUILTIN_FRAMEWORKS: dict[str, str] = {
+    "reference": "numpy",
+    "torch": "torch",
+    "tf": "tensorflow",
+    "tf-seed": "tensorflow",
+    "tflite": "tensorflow",
+}
+# Reproductions of known-flawed ports: the suite asserts where they deviate (FACTS §3) instead
+# of holding them to the faithful tolerances.
+KNOWN_UNFAITHFUL = frozenset({"tf-seed"})
+JUDGE = "reference"  # float64 NumPy reference: the judge of every other backend
+
+
+def _framework_importable(name: str) -> bool:
+    framework = BUILTIN_FRAMEWORKS.get(name)
+    return framework is None or importlib.util.find_spec(framework) is not None
+
+
+def selected_backend_names(config: pytest.Config) -> list[str]:
+    """The --backend values in order (deduplicated), or every importable built-in."""
+    chosen = config.getoption("--backend") or []
+    if chosen:
+        return list(dict.fromkeys(chosen))
+    return [name for name in BUILTIN_BACKENDS if _framework_importable(name)]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    names = selected_backend_names(metafunc.config)
+    if "backend_name" in metafunc.fixturenames:
+        faithful = [name for name in names if name not in KNOWN_UNFAITHFUL]
+        metafunc.parametrize("backend_name", faithful or [pytest.param("none", marks=pytest.mark.skip(
+            reason="no faithful backend selected"))], scope="session")
+    if "seed_backend_name" in metafunc.fixturenames:
+        seeds = [name for name in names if name in KNOWN_UNFAITHFUL]
+        metafunc.parametrize("seed_backend_name", seeds or [pytest.param("none", marks=pytest.mark.skip(
+            reason="tf-seed not selected"))], scope="session")
+
+
+_BACKENDS: dict[str, Backend | str] = {}
+
+
+def backend_or_skip(name: str) -> Backend:
+    """The backend object, constructed once per process; pytest.skip with the reason if it cannot be."""
+    if name not in _BACKENDS:
+        try:
+            _BACKENDS[name] = get_backend(name)
+        except BackendError as error:
+            _BACKENDS[name] = str(error)
+        except ImportError as error:  # a backend module that exists but imports a missing package
+            _BACKENDS[name] = f"backend '{name}' cannot be imported: {error}"
+    backend = _BACKENDS[name]
+    if isinstance(backend, str):
+        pytest.skip(backend)
+    return backend
+
+
+@pytest.fixture(scope="session")
+def backend(backend_name: str) -> Backend:
+    return backend_or_skip(backend_name)
+
+
+@pytest.fixture(scope="session")
+def seed_backend(seed_backend_name: str) -> Backend:
+    return backend_or_skip(seed_backend_name)
+
+
+@pytest.fixture(scope="session")
+def judge() -> Backend:
+    """The float64 reference; without it nothing can be judged, so dependants skip."""
+    return backend_or_skip(JUDGE)
+
+
+RunnerLoader = Callable[[Backend, "str | Path", str], object]
+
+
+@pytest.fixture(scope="session")
+def load_runner() -> RunnerLoader:
+    """load(backend, model_file, dtype) -> runner, memoised per process (building TF graphs is slow).
+
+    For model files only (in-memory trees are loaded directly by the property tests). Skips when
+    the backend does not support the dtype.
+    """
+    cache: dict[tuple[str, str, str], object] = {}
+
+    def load(backend: Backend, model: str | Path, dtype: str):
+        if dtype not in backend.dtypes:
+            pytest.skip(f"backend '{backend.name}' supports {', '.join(backend.dtypes)}, not {dtype}")
+        key = (backend.name, str(model), dtype)
+        if key not in cache:
+            cache[key] = backend.load(model, dtype)
+        return cache[key]
+
+    return load

@@ -1,0 +1,118 @@
+"""Meta-tests of harness/compare.py: the comparison helper must be able to fail, and say why.
+
+A helper that cannot fail is a defect (STYLE: array-api-tests' meta-tests). Each test builds a
+pair whose verdict is known by construction: shape mismatch, NaN/Inf on either side, one element
+just outside or just inside ``atol + rtol * max|expected|``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from harness.compare import Tolerance, assert_close, compare
+
+TOL = Tolerance(rtol=1e-5, atol=1e-7, why="meta-test")
+NAMES = dict(actual_name="torch float32", expected_name="reference float64", where="12.1.2.4")
+
+
+@pytest.fixture
+def expected() -> np.ndarray:
+    return np.linspace(-3.0, 5.0, 2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
+
+
+def _bound(expected: np.ndarray, tolerance: Tolerance = TOL) -> float:
+    return tolerance.atol + tolerance.rtol * float(np.max(np.abs(expected)))
+
+
+def _perturbed(expected: np.ndarray, index: tuple[int, ...], delta: float) -> np.ndarray:
+    actual = expected.copy()
+    actual[index] += delta
+    return actual
+
+
+def test_identical_arrays_pass_with_zero_error(expected):
+    result = compare(expected.copy(), expected, Tolerance(0.0), **NAMES)
+    assert result and result.max_abs == 0.0 and result.needed_rtol == 0.0
+
+
+def test_shape_mismatch_fails_and_names_both_shapes(expected):
+    result = compare(expected[:, :, :3], expected, TOL, **NAMES)
+    assert not result
+    message = result.message()
+    assert "shape mismatch" in message
+    assert "torch float32=(2, 3, 3, 5)" in message and "reference float64=(2, 3, 4, 5)" in message
+    assert "12.1.2.4" in message
+
+
+def test_transposed_shape_is_a_mismatch_not_a_broadcast(expected):
+    assert not compare(expected[0, 0], expected[0, 0].T, Tolerance(1.0), **NAMES)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("side", ["actual", "expected"])
+def test_nonfinite_values_fail_whatever_the_tolerance(expected, bad, side):
+    poisoned = _perturbed(expected, (1, 2, 3, 4), 0.0)
+    poisoned[1, 2, 3, 4] = bad
+    actual, reference = (poisoned, expected) if side == "actual" else (expected, poisoned)
+    result = compare(actual, reference, Tolerance(rtol=1e30, atol=1e30), **NAMES)
+    assert not result
+    assert "non-finite" in result.message()
+    counts = (result.nonfinite_actual, result.nonfinite_expected)
+    assert counts == ((1, 0) if side == "actual" else (0, 1))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_just_outside_tolerance_fails(expected, sign):
+    index = (1, 1, 2, 3)
+    bound = _bound(expected)
+    result = compare(_perturbed(expected, index, sign * bound * (1 + 1e-6)), expected, TOL, **NAMES)
+    assert not result
+    assert result.worst_index == index
+    assert result.needed_rtol > TOL.rtol
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_just_inside_tolerance_passes(expected, sign):
+    bound = _bound(expected)
+    result = compare(_perturbed(expected, (0, 2, 1, 0), sign * bound * (1 - 1e-6)), expected, TOL, **NAMES)
+    assert result
+    assert result.needed_rtol <= TOL.rtol
+
+
+def test_atol_alone_governs_an_all_zero_expected():
+    zeros = np.zeros((1, 1, 2, 2))
+    assert compare(zeros + 0.9e-7, zeros, TOL)
+    assert not compare(zeros + 1.1e-7, zeros, TOL)
+
+
+def test_failure_message_names_sides_path_worst_element_and_needed_tolerance(expected):
+    index = (0, 1, 2, 3)
+    actual = _perturbed(expected, index, 0.25)
+    with pytest.raises(AssertionError) as raised:
+        assert_close(actual, expected, TOL, **NAMES)
+    message = str(raised.value)
+    scale = float(np.max(np.abs(expected)))
+    needed = (0.25 - TOL.atol) / scale
+    assert "torch float32" in message and "reference float64" in message
+    assert "12.1.2.4" in message
+    assert str(index) in message
+    assert f"torch float32={actual[index]:.9g}" in message and f"reference float64={expected[index]:.9g}" in message
+    assert f"would need rtol>={needed:.3g}" in message
+    assert "tolerance basis: meta-test" in message
+
+
+def test_needed_rtol_is_the_smallest_passing_rtol(expected):
+    actual = _perturbed(expected, (1, 0, 0, 0), 3e-4)
+    needed = compare(actual, expected, TOL).needed_rtol
+    assert compare(actual, expected, Tolerance(needed * (1 + 1e-9), TOL.atol))
+    assert not compare(actual, expected, Tolerance(needed * (1 - 1e-6), TOL.atol))
+
+
+def test_result_is_json_data(expected):
+    result = compare(_perturbed(expected, (0, 0, 0, 0), math.nan), expected, TOL, **NAMES)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["passed"] is False and data["where"] == "12.1.2.4" and data["nonfinite_actual"] == 1
