@@ -93,7 +93,8 @@ class LayerInfo:
 
     Fields: lua_path; torch_class; hparams (its scalar fields: kW, padW, eps, ...); input_from
     (the traced path feeding it, None for the network input); shape and scale (max |value|) of
-    the baseline's output; conditioning (instance norms: harness.tolerance's g; >30 = flat input).
+    the baseline's output; conditioning (instance norms: harness.tolerance's g; above
+    harness.tolerance.G_ORDINARY the plane is ill-conditioned, e.g. a flat input).
     """
 
     lua_path: str

@@ -23,9 +23,16 @@ INPUT_CHANNELS = 3
 
 
 class FaithfulOps:
-    """Torch7's semantics, exactly (see :mod:`tf_impl.layers`). ``state`` is a per-forward scratch dict."""
+    """Torch7's semantics, exactly (see :mod:`tf_impl.layers`). ``state`` is a per-forward scratch dict.
+
+    ``double_statistics``: instance-norm sums in float64 like Torch7 (False for TensorFlow Lite,
+    which has no float64 reductions).
+    """
 
     name = "tf"
+
+    def __init__(self, double_statistics: bool = True):
+        self.double_statistics = double_statistics
 
     def conv(self, spec: LayerSpec, x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None, state: dict) -> tf.Tensor:
         hp = spec.hparams
@@ -39,7 +46,7 @@ class FaithfulOps:
 
     def instnorm(self, spec: LayerSpec, x: tf.Tensor, scale: tf.Tensor | None, offset: tf.Tensor | None,
                  state: dict) -> tf.Tensor:
-        return layers.instance_norm(x, scale, offset, spec.hparams["eps"])
+        return layers.instance_norm(x, scale, offset, spec.hparams["eps"], self.double_statistics)
 
 
 class Generator(tf.Module):

@@ -76,7 +76,8 @@ class SeedOps(FaithfulOps):
 
     def instnorm(self, spec: LayerSpec, x: tf.Tensor, scale: tf.Tensor | None, offset: tf.Tensor | None,
                  state: dict) -> tf.Tensor:
-        return layers.instance_norm(x, scale, offset, SEED_EPSILON)
+        # The seed's moments run in the input's dtype (float32), unlike Torch7's double sums.
+        return layers.instance_norm(x, scale, offset, SEED_EPSILON, double_statistics=False)
 
 
 def check_seed_layout(spec: LayerSpec) -> None:

@@ -45,8 +45,17 @@ def convert_to_tflite(model: str | Path | T7Module) -> bytes:
     if not isinstance(model, T7Module) and is_savedmodel_dir(model):
         converter = tf.lite.TFLiteConverter.from_saved_model(str(model), signature_keys=["serving_default",
                                                                                          "trace_float32"])
-        return converter.convert()
-    generator = build_generator(load_root(model), "float32")
+        try:
+            return converter.convert()
+        except Exception as error:  # ConverterError: the SavedModel's float64 statistics have no TFLite op
+            raise BackendError(f"{model}: this SavedModel cannot be converted to TFLite ({type(error).__name__}: "
+                               "its instance norms sum in float64, which TFLite lacks); convert the .t7 "
+                               "instead") from None
+    from tf_impl.network import FaithfulOps
+
+    # TFLite has no float64 reductions: instance-norm statistics stay float32 (its measured drift
+    # is larger than the tf backend's for that reason; see docs/tolerances.md).
+    generator = build_generator(load_root(model), "float32", ops=FaithfulOps(double_statistics=False))
     with tempfile.TemporaryDirectory(prefix="texture_nets_tflite_") as tmp:
         tf.saved_model.save(generator, tmp, signatures={"output": generator.output_float32,
                                                         "trace": generator.trace_float32})

@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     module_name, _, function_name = EXPORTERS[args.target][0].partition(":")
     try:
-        exporter = getattr(importlib.import_module(module_name), function_name)
+        module = importlib.import_module(module_name)
+        exporter = getattr(module, function_name)
     except ImportError as error:
         raise UserError(f"--to {args.target} needs a package that is not installed: {error}") from None
     out: Path = args.out
@@ -60,9 +61,14 @@ def run(args: argparse.Namespace) -> int:
     # Write beside the target and rename: a failed export or check never leaves a half-written OUT.
     # The suffix stays last (torch.export.save insists on ".pt2").
     partial = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
+    # An exporter module may define ExportCheckError: the reloaded artefact did not reproduce the model.
+    check_error = getattr(module, "ExportCheckError", ())
     try:
         summary = exporter(args.model, partial, args.dtype)
         os.replace(partial, out)
+    except check_error as error:
+        raise UserError(f"--to {args.target}: the exported artefact failed its parity check, not written: "
+                        f"{error}") from None
     except ValueError as error:
         raise UserError(f"--to {args.target}: {error}") from None
     except OSError as error:
