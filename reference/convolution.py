@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from reference.parallel import parallel_ranges
+
 # Upper bound on one unfolded block, in bytes. The unfold of the first 9x9 conv
 # at 512x512 would otherwise be ~260 MB; 16 MB blocks keep memory flat and the
 # GEMM operand cache-friendly without measurable cost.
@@ -63,14 +65,29 @@ def _conv_by_unfold(x: np.ndarray, weight: np.ndarray, stride: tuple[int, int], 
     windows = sliding_window_view(x, (k_h, k_w), axis=(2, 3))[:, :, ::s_h, ::s_w]
     weight_matrix = weight.reshape(n_out, n_in * k_h * k_w)
     out = np.empty((batch, n_out, out_h, out_w), dtype=x.dtype)
-    rows_per_block = max(1, UNFOLD_BLOCK_BYTES // (n_in * k_h * k_w * out_w * x.itemsize))
+    rows_per_block = min(out_h, max(1, UNFOLD_BLOCK_BYTES // (n_in * k_h * k_w * out_w * x.itemsize)))
+    buffer = np.empty(n_in * k_h * k_w * rows_per_block * out_w, dtype=x.dtype)  # reused by every block
     for sample in range(batch):
         for row in range(0, out_h, rows_per_block):
             stop = min(out_h, row + rows_per_block)
-            columns = windows[sample, :, row:stop].transpose(0, 3, 4, 1, 2).reshape(n_in * k_h * k_w, -1)
+            columns = buffer[:n_in * k_h * k_w * (stop - row) * out_w].reshape(n_in, k_h, k_w, stop - row, out_w)
+            source = windows[sample, :, row:stop].transpose(0, 3, 4, 1, 2)  # (c, i, j, oh, ow)
+            _unfold(source, columns)
             block = out[sample, :, row:stop].reshape(n_out, -1)  # a view: rows of one plane are contiguous
-            np.matmul(weight_matrix, columns, out=block)
+            np.matmul(weight_matrix, columns.reshape(n_in * k_h * k_w, -1), out=block)
     return out
+
+
+def _unfold(source: np.ndarray, columns: np.ndarray) -> None:
+    """``columns[...] = source`` (c, i, j, oh, ow), the copy split over (c, i) pairs on the CPU cores."""
+    n_in, k_h = source.shape[:2]
+
+    def copy(start: int, stop: int) -> None:
+        for c in range(start // k_h, (stop - 1) // k_h + 1):
+            first, last = max(start - c * k_h, 0), min(stop - c * k_h, k_h)
+            columns[c, first:last] = source[c, first:last]
+
+    parallel_ranges(n_in * k_h, columns[0, 0].size, copy)
 
 
 def _conv_by_output_taps(x: np.ndarray, weight: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -129,12 +146,27 @@ def full_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
             columns = np.matmul(weight_t, x[sample, :, row:stop].reshape(n_in, -1))
             columns = columns.reshape(n_out, k_h, k_w, stop - row, width)
             span_h = (stop - row - 1) * s_h + 1
-            for i in range(k_h):  # taps in THNN's col2im order
-                top = row * s_h + i
-                for j in range(k_w):
-                    canvas[sample, :, top:top + span_h:s_h, j:j + span_w:s_w] += columns[:, i, j]
+            _col2im(canvas[sample], columns, row * s_h, span_h, span_w, (s_h, s_w))
     out = canvas[:, :, p_h:p_h + out_h, p_w:p_w + out_w]
     # The bias comes last (THNN: a rank-1 GEMM with beta=1 after col2im); adding it
     # also makes the cropped view a contiguous array.
     out = out + bias[None, :, None, None] if bias is not None else np.ascontiguousarray(out)
     return out[0] if squeeze else out
+
+
+def _col2im(canvas: np.ndarray, columns: np.ndarray, top: int, span_h: int, span_w: int,
+            stride: tuple[int, int]) -> None:
+    """Scatter-add ``columns`` (nOut, kH, kW, h, w) onto ``canvas`` (nOut, H, W) in THNN's (i, j) tap order.
+
+    Output planes are independent, so they are split over the CPU cores; each pixel
+    still receives its taps in the same order.
+    """
+    n_out, k_h, k_w = columns.shape[:3]
+    s_h, s_w = stride
+
+    def add(start: int, stop: int) -> None:
+        for i in range(k_h):
+            for j in range(k_w):
+                canvas[start:stop, top + i:top + i + span_h:s_h, j:j + span_w:s_w] += columns[start:stop, i, j]
+
+    parallel_ranges(n_out, columns[0].size, add)

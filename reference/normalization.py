@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference.parallel import parallel_ranges
+
 
 def instance_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float, *,
                   in_place: bool = False) -> np.ndarray:
@@ -24,39 +26,57 @@ def instance_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | N
         raise ValueError(f"instance normalization expects N x C x H x W, got shape {x.shape}")
     batch, channels, height, width = x.shape
     count = height * width
-    planes = x.reshape(batch, channels, count)
     dtype = x.dtype.type
-    sums = _sum_planes(planes)
+    planes = x.reshape(batch * channels, count)
+    # Ours to overwrite when the caller owns x, or when the reshape had to copy.
+    out = planes if in_place or not np.may_share_memory(planes, x) else np.empty_like(planes)
+    # One (weight, bias) per plane; planes are (sample, channel) pairs in that order.
+    scale = None if weight is None else np.tile(weight.astype(dtype, copy=False), batch)
+    shift = None if bias is None else np.tile(bias.astype(dtype, copy=False), batch)
+
+    def normalise(start: int, stop: int) -> None:
+        _normalise_planes(planes[start:stop], out[start:stop], None if scale is None else scale[start:stop],
+                          None if shift is None else shift[start:stop], eps)
+
+    # Planes are independent: chunks of them on several cores give bit-identical results.
+    parallel_ranges(batch * channels, count, normalise)
+    return out.reshape(batch, channels, height, width)
+
+
+def _normalise_planes(planes: np.ndarray, out: np.ndarray, scale: np.ndarray | None, shift: np.ndarray | None,
+                      eps: float) -> None:
+    """THNN's arithmetic (see :func:`instance_norm`) on a (planes, pixels) block; ``out`` may be ``planes``."""
+    count = planes.shape[1]
+    dtype = planes.dtype.type
+    scratch = np.empty_like(planes) if planes.dtype == np.float64 else None
+    sums = _sum_planes(planes, scratch)
     mean = (sums.astype(dtype) / dtype(count)).astype(dtype)
-    if in_place or not np.may_share_memory(planes, x):  # ours to overwrite (reshape may have copied)
-        centred = np.subtract(planes, mean[..., None], out=planes)
+    centred = np.subtract(planes, mean[:, None], out=out)
+    if scratch is not None:
+        square_sums = _sum_planes(np.square(centred, out=scratch), scratch)
     else:
-        centred = planes - mean[..., None]
-    if x.dtype == np.float64:
-        square_sums = _sum_planes(np.square(centred))
-    else:
-        square_sums = np.einsum("ncp,ncp->nc", centred, centred, dtype=np.float64)
+        square_sums = np.einsum("ncp,ncp->nc", centred[None], centred[None], dtype=np.float64)[0]
     with np.errstate(divide="ignore"):
         invstd = 1.0 / np.sqrt(square_sums / count + eps)
     if eps == 0.0:
         invstd[square_sums == 0] = 0.0  # THNN: "if (sum == 0 && eps == 0.0) invstd = 0"
-    centred *= invstd.astype(dtype)[..., None]
-    if weight is not None:
-        centred *= weight.astype(dtype, copy=False)[None, :, None]
-    if bias is not None:
-        centred += bias.astype(dtype, copy=False)[None, :, None]
-    return centred.reshape(batch, channels, height, width)
+    centred *= invstd.astype(dtype)[:, None]
+    if scale is not None:
+        centred *= scale[:, None]
+    if shift is not None:
+        centred += shift[:, None]
 
 
-def _sum_planes(planes: np.ndarray) -> np.ndarray:
+def _sum_planes(planes: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
     """Per-plane sums in double, for float64 in Torch's order (TH_TENSOR_APPLY: one left-to-right pass).
 
     NumPy's pairwise summation rounds differently; on a constant float64 plane that
     decides whether ``x - mean`` is exactly 0, and Torch7's output there is ``b``
     plus ~1e-13 (oracle case instnorm_c5_constchan_float64), not ``b``. For float32
     input the double sum's rounding (~1e-16 relative) vanishes when the mean is
-    rounded to float, so NumPy's faster pairwise sum is used there.
+    rounded to float, so NumPy's faster pairwise sum is used there. ``scratch``
+    (same shape, float64; may be ``planes`` itself) receives the running sums.
     """
     if planes.dtype == np.float64:
-        return np.cumsum(planes, axis=2)[..., -1]
-    return planes.sum(axis=2, dtype=np.float64)
+        return np.cumsum(planes, axis=-1, out=scratch)[..., -1].copy()
+    return planes.sum(axis=-1, dtype=np.float64)
