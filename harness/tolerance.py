@@ -41,7 +41,9 @@ margin of SAFETY.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -170,8 +172,19 @@ def reduction_length(module: T7Module) -> int:
 # -- budgets ---------------------------------------------------------------------------------------------------
 
 
+_SCALES: dict[int, tuple[weakref.ref, float]] = {}
+
+
 def _scale(array) -> float:
-    return float(np.max(np.abs(array))) if np.size(array) else 0.0
+    """max |array|, memoised per array object: the walkers ask for the same trace arrays many times."""
+    key = id(array)
+    cached = _SCALES.get(key)
+    if cached is not None and cached[0]() is array:
+        return cached[1]
+    value = float(max(np.max(array), -np.min(array))) if np.size(array) else 0.0
+    with contextlib.suppress(TypeError):  # not weak-referenceable (a scalar, a list): just not memoised
+        _SCALES[key] = (weakref.ref(array, lambda _ref, key=key: _SCALES.pop(key, None)), value)
+    return value
 
 
 class _Walker:
