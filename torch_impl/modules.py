@@ -88,12 +88,14 @@ class InstanceNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         count = x.shape[2] * x.shape[3]
         # mean = (real) sum / n: the double sum is rounded first, then divided in the input's type.
-        mean = x.double().sum(dim=(2, 3), keepdim=True).to(x.dtype) / count
+        # sum(dtype=float64) accumulates in double without materialising a float64 copy of x.
+        mean = torch.sum(x, dim=(2, 3), keepdim=True, dtype=torch.float64).to(x.dtype) / count
         centered = x - mean
         # invstd = (real) (1 / sqrt(sum((x - mean)^2) / n + eps)), squares in real, sum in double.
-        square_sum = (centered * centered).double().sum(dim=(2, 3), keepdim=True)
+        square_sum = torch.sum(centered * centered, dim=(2, 3), keepdim=True, dtype=torch.float64)
         invstd = (1.0 / torch.sqrt(square_sum / count + self.eps)).to(x.dtype)
-        return centered * invstd * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        # ((x - mean) * invstd) * w + b in that order (same roundings), in place on the one full-size temporary.
+        return centered.mul_(invstd).mul_(self.weight.view(1, -1, 1, 1)).add_(self.bias.view(1, -1, 1, 1))
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, eps={self.eps:g}"
