@@ -48,7 +48,7 @@ from harness.compare import Comparison, Tolerance, compare
 from harness.diagnose import Symptom, class_hint, diagnose
 from harness.environment import collect_environment
 from harness.propagate import continue_from, input_sources
-from harness.tolerance import LayerBudget, iter_conditioned, layer_budgets, module_inputs
+from harness.tolerance import LayerBudget, instance_norm_statistics, iter_conditioned, layer_budgets, module_inputs
 from t7file import T7Module, load_module_tree, trace_paths
 
 SCHEMA_VERSION = "1.0"
@@ -311,13 +311,15 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     sources = input_sources(root)
     say(f"baseline done in {time.perf_counter() - started:.2f} s; computing tolerances")
 
-    budgets = {dt: {view: layer_budgets(root, x, base_trace, dt, view=view) for view in ("accumulated", "isolated")}
-               for dt in {spec.dtype for spec in [base_spec, *specs]}}
+    # Budgets per (dtype, how the backend sums instance-norm statistics): harness/tolerance.py.
+    keys = {spec.text: (spec.dtype, instance_norm_statistics(resolved[spec.text])) for spec in [base_spec, *specs]}
+    budgets = {key: {view: layer_budgets(root, x, base_trace, key[0], view=view, statistics=key[1])
+                     for view in ("accumulated", "isolated")} for key in set(keys.values())}
     output_path = _output_path(root, paths)
-    layers = [_layer_info(root.find(p), sources[p], base_trace[p], budgets[base_spec.dtype]["accumulated"][p])
+    layers = [_layer_info(root.find(p), sources[p], base_trace[p], budgets[keys[base_spec.text]]["accumulated"][p])
               for p in paths]
     context = _Context(root, paths, base_spec, base_trace, base_output, inputs, sources, budgets, output_path,
-                       getattr(base_runner, "run_module", None), say)
+                       getattr(base_runner, "run_module", None), say, keys)
 
     results = []
     for index, spec in enumerate(specs, start=1):
@@ -331,7 +333,7 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
                "min": float(x.min()), "max": float(x.max())},
         baseline={"spec": base_spec.text, "backend": base_spec.backend, "dtype": base_spec.dtype,
                   "label": base_spec.label, "output_shape": list(base_output.shape)},
-        layers=layers, backends=results, notes=_notes(budgets, specs, layers),
+        layers=layers, backends=results, notes=_notes(budgets, [keys[spec.text] for spec in specs], layers),
         environment=environment, created=datetime.now(UTC).isoformat(timespec="seconds"),
         arrays={"input": x, "baseline_output": base_output},
     )
@@ -346,15 +348,16 @@ class _Context:
     base_output: np.ndarray
     inputs: dict[str, np.ndarray]
     sources: dict[str, str | None]
-    budgets: dict[str, dict[str, dict[str, LayerBudget]]]
+    budgets: dict[tuple[str, str], dict[str, dict[str, LayerBudget]]]
     output_path: str
     base_run_module: Callable[[str, np.ndarray], np.ndarray] | None
     say: Progress
+    budget_keys: dict[str, tuple[str, str]]  # spec.text -> (dtype, instance_norm_statistics)
 
-    def tolerance(self, dtype: str, view: str, path: str) -> tuple[Tolerance, bool]:
+    def tolerance(self, spec: RunSpec, view: str, path: str) -> tuple[Tolerance, bool]:
         """The backend's budget plus the baseline's own (both sides carry rounding), and 'determined'."""
-        mine = self.budgets[dtype][view][path]
-        theirs = self.budgets[self.base_spec.dtype][view][path]
+        mine = self.budgets[self.budget_keys[spec.text]][view][path]
+        theirs = self.budgets[self.budget_keys[self.base_spec.text]][view][path]
         a, b = mine.tolerance(), theirs.tolerance()
         why = a.why if self.base_spec.dtype == "float64" else f"{a.why}; plus the baseline's own {b.why}"
         return Tolerance(a.rtol + b.rtol, a.atol + b.atol, why), mine.determined and theirs.determined
@@ -439,7 +442,7 @@ def _judge(ctx: _Context, spec: RunSpec, view: str, path: str, value) -> LayerRe
         return LayerResult(path, view, "missing", None, error=f"no value for Lua path {path} in the backend's trace")
     budget_path = ctx.output_path if path == OUTPUT else path
     expected = ctx.base_output if path == OUTPUT else ctx.base_trace[path]
-    tolerance, determined = ctx.tolerance(spec.dtype, view, budget_path)
+    tolerance, determined = ctx.tolerance(spec, view, budget_path)
     comparison = compare(np.asarray(value), expected, tolerance, actual_name=spec.label,
                          expected_name=ctx.base_spec.label, where=path)
     if comparison.passed:
@@ -452,7 +455,7 @@ def _judge(ctx: _Context, spec: RunSpec, view: str, path: str, value) -> LayerRe
 def _divergence(ctx: _Context, spec: RunSpec, view: str, path: str, value: np.ndarray, arrays: dict) -> Divergence:
     module = ctx.root.find(path)
     expected = ctx.base_trace[path]
-    tolerance, _ = ctx.tolerance(spec.dtype, view, path)
+    tolerance, _ = ctx.tolerance(spec, view, path)
     comparison = compare(np.asarray(value), expected, tolerance)
     noise = tolerance.bound(comparison.scale if math.isfinite(comparison.scale) else 0.0)
     symptoms = diagnose(module, value, expected, ctx.inputs.get(path), noise)
@@ -471,7 +474,7 @@ def _propagate(ctx: _Context, spec: RunSpec, path: str, value: np.ndarray):
 
     def check(traced_path: str, traced_value) -> None:
         if not agreed and isinstance(traced_value, np.ndarray):
-            tolerance, _ = ctx.tolerance(spec.dtype, "accumulated", traced_path)
+            tolerance, _ = ctx.tolerance(spec, "accumulated", traced_path)
             if compare(traced_value, ctx.base_trace[traced_path], tolerance).passed:
                 agreed.append(traced_path)
 
@@ -482,7 +485,7 @@ def _propagate(ctx: _Context, spec: RunSpec, path: str, value: np.ndarray):
         output = continue_from(ctx.root, path, value, ctx.inputs, run_leaf, check)
     except Exception as error:
         return True, None, None, f"the deviation breaks the rest of the network: {_one_line(error)}"
-    tolerance, _ = ctx.tolerance(spec.dtype, "accumulated", ctx.output_path)
+    tolerance, _ = ctx.tolerance(spec, "accumulated", ctx.output_path)
     at_output = compare(output, ctx.base_output, tolerance)
     if at_output.shape_actual != at_output.shape_expected:
         return True, None, None, f"the output's shape becomes {at_output.shape_actual}"
@@ -546,14 +549,15 @@ def _model_info(model, root: T7Module) -> dict[str, Any]:
             "modules": sum(1 for _ in root.walk()) - 1}
 
 
-def _notes(budgets, specs: list[RunSpec], layers: list[LayerInfo]) -> list[str]:
+def _notes(budgets, keys: list[tuple[str, str]], layers: list[LayerInfo]) -> list[str]:
     """Explanations that apply to the whole run (ill-conditioned instance norms on flat inputs)."""
     notes = []
-    for dtype in sorted({spec.dtype for spec in specs}):
-        conditioned = list(iter_conditioned(budgets[dtype]["accumulated"]))
+    for key in sorted(set(keys)):
+        dtype = key[0] if key[1] == "float64" else f"{key[0]} (IN statistics in {key[1]})"
+        conditioned = list(iter_conditioned(budgets[key]["accumulated"]))
         if conditioned:
             worst = max(conditioned, key=lambda b: b.conditioning or 0.0)
-            undetermined = [b.lua_path for b in budgets[dtype]["accumulated"].values() if not b.determined]
+            undetermined = [b.lua_path for b in budgets[key]["accumulated"].values() if not b.determined]
             note = (f"{dtype}: {len(conditioned)} instance norm(s) see near-constant planes (worst: path "
                     f"{worst.lua_path}, conditioning {worst.conditioning:.3g}, ordinary inputs stay under 30): "
                     "rounding noise entering them is amplified up to 1/sqrt(eps) ~ 316x, so tolerances there and "

@@ -20,7 +20,7 @@ import numpy as np
 
 from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL, ORACLE_NARROW_DIR
 from harness.compare import Comparison, Tolerance, compare
-from harness.tolerance import LayerBudget, layer_budgets, module_inputs, output_budget
+from harness.tolerance import LayerBudget, instance_norm_statistics, layer_budgets, module_inputs, output_budget
 from parity_tests.strategies import conv_module, full_conv_module, replication_pad_module, single_module_root
 from t7file import T7Module, load_module_tree, trace_paths
 
@@ -105,9 +105,13 @@ def judge_trace(judge_runner, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.n
 
 
 def check_trace(runner, root: T7Module, x: np.ndarray, reference_trace: dict[str, np.ndarray], *, dtype: str,
-                view: str, case: str, backend_name: str) -> list[PathResult]:
-    """Compare ``runner`` (a loaded backend) with the judge's trace at every traced Lua path, in order."""
-    budgets = layer_budgets(root, x, reference_trace, dtype, view=view)
+                view: str, case: str, backend_name: str, statistics: str = "float64") -> list[PathResult]:
+    """Compare ``runner`` (a loaded backend) with the judge's trace at every traced Lua path, in order.
+
+    ``statistics``: the backend's ``instance_norm_statistics`` (harness.tolerance.instance_norm_statistics);
+    the default is Torch7's double sums, the strict model.
+    """
+    budgets = layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics)
     paths = trace_paths(root)
     if view == "accumulated":
         output, trace = runner.forward(x.astype(dtype), trace=True)
@@ -222,7 +226,8 @@ def run_battery(backend, judge, cases=BATTERY_CASES) -> PathResult | None:
             runner = backend.load(root, dtype)
             for view in VIEWS:
                 failure = first_failure(check_trace(runner, root, x, reference_trace, dtype=dtype, view=view,
-                                                    case=case, backend_name=backend.name))
+                                                    case=case, backend_name=backend.name,
+                                                    statistics=instance_norm_statistics(backend)))
                 if failure is not None:
                     return failure
     # A port's image output goes through texture_nets.images.deprocess; a mutant backend patches it

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.tolerance import CONV_CLASSES, FULL_CONV_CLASSES
+from harness.tolerance import CONV_CLASSES, FULL_CONV_CLASSES, instance_norm_statistics
 from parity_tests.parity import (
     DTYPES,
     INPUTS,
@@ -58,7 +58,8 @@ def _check(backend, load_runner, reference_trace, layout, input_name, dtype, vie
     if view == "isolated" and not hasattr(runner, "run_module"):
         pytest.skip(f"backend '{backend.name}' has no run_module (no isolated view)")
     return check_trace(runner, model_tree(layout), input_array(input_name), reference_trace(layout, input_name),
-                       dtype=dtype, view=view, case=f"{layout} {input_name}", backend_name=backend.name)
+                       dtype=dtype, view=view, case=f"{layout} {input_name}", backend_name=backend.name,
+                       statistics=instance_norm_statistics(backend))
 
 
 @pytest.mark.parametrize("view", VIEWS)

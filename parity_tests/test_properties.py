@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.tolerance import instance_norm_statistics
 from parity_tests.parity import assert_parity, check_trace, judge_trace
 from parity_tests.strategies import PRIMITIVE_STRATEGIES
 
@@ -50,7 +51,8 @@ def test_primitive_matches_float64_reference(backend, judge, primitive):
         _, reference_trace = judge_trace(judge.load(case.root, "float64"), case.x)
         runner = backend.load(case.root, dtype)
         assert_parity(check_trace(runner, case.root, case.x, reference_trace, dtype=dtype, view=VIEW,
-                                  case=repr(case), backend_name=backend.name))
+                                  case=repr(case), backend_name=backend.name,
+                                  statistics=instance_norm_statistics(backend)))
 
     _require_run_module(backend)
     check()
@@ -124,4 +126,5 @@ def test_boundary_case_matches_float64_reference(backend, judge, name):
     _require_run_module(backend)
     for dtype in backend.dtypes:
         assert_parity(check_trace(backend.load(root, dtype), root, x, reference_trace, dtype=dtype,
-                                  view=VIEW, case=name, backend_name=backend.name))
+                                  view=VIEW, case=name, backend_name=backend.name,
+                                  statistics=instance_norm_statistics(backend)))

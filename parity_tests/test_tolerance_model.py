@@ -42,7 +42,8 @@ def test_ordinary_inputs_get_no_amplification(budgets, layout, input_name):
     found = budgets(layout, input_name)
     assert all(b.amplification == 1.0 and b.determined for b in found.values())
     assert not list(tolerance.iter_conditioned(found))
-    assert max(b.rtol for b in found.values()) < 1e-3
+    # Torch7's double IN sums: no sqrt(H*W) growth (it was ~1e-3 with it at 128x128; measured ~3e-6)
+    assert max(b.rtol for b in found.values()) < 3e-4
 
 
 def test_constant_image_widens_from_the_flat_in_on(budgets):
@@ -55,7 +56,9 @@ def test_constant_image_widens_from_the_flat_in_on(budgets):
     assert found["4"].amplification > 10 and found["4"].rtol > 10 * ordinary["4"].rtol
     # pretrained's zero-padded stride-2 conv at 6 breaks the flatness: amplification stops growing there
     assert found["24"].amplification < 100 * found["4"].amplification
-    assert all(b.determined for b in found.values())
+    # up to the flat IN everything is determined; past it float32 noise times g ~ 350 may not be (the full gain
+    # is carried beyond G_ORDINARY: measured in docs/tolerances.md)
+    assert all(found[path].determined for path in ("2", "3", "4"))
 
 
 def test_head_layout_constant_image_is_undetermined_deep_in_float32_only(budgets):
@@ -81,3 +84,38 @@ def test_in_conditioning_of_flat_and_ordinary_planes():
     flat = np.full((1, 4, 8, 8), 0.3)
     bias = module.array("bias").astype(np.float64)
     assert tolerance.in_conditioning(module, flat, np.broadcast_to(bias[None, :, None, None], flat.shape)) > 30
+
+
+def test_in_statistics_sums_in_float32_grow_with_the_plane_torch7_double_sums_do_not(budgets, judge):
+    """Torch7 sums IN statistics in double: its bound has no sqrt(H*W) term; a float32-sums backend (TF Lite) does."""
+    root, x = model_tree("pretrained"), input_array("photo 64x64")
+    trace = judge_trace(judge.load(MODELS["pretrained"], "float64"), x)[1]
+    strict = tolerance.layer_budgets(root, x, trace, "float32", view="isolated")
+    float32_sums = tolerance.layer_budgets(root, x, trace, "float32", view="isolated", statistics="float32")
+    first_in = strict["4"]
+    assert first_in.reduction == 64 * 64 and first_in.statistics == "float64"
+    # the same constant would give a ratio ~ sqrt(n) / hypot(2, 1/g) ~ 28; the constants differ per kind
+    ratio = float32_sums["4"].error_bound / first_in.error_bound
+    c_ratio = tolerance.C_FLOAT32_STATISTICS / tolerance.C_ROUNDING
+    assert ratio > 10 * c_ratio, ratio
+    assert (strict["3"].c_rounding, float32_sums["3"].c_rounding) == (tolerance.C_ROUNDING,
+                                                                       tolerance.C_FLOAT32_STATISTICS)
+
+
+def test_float64_run_keeps_the_sqrt_n_term_of_its_double_sums(budgets, judge):
+    """In a float64 run the statistics are summed in the run's own precision: sqrt(n) * u stays in the bound."""
+    root, x = model_tree("pretrained"), input_array("photo 64x64")
+    trace = judge_trace(judge.load(MODELS["pretrained"], "float64"), x)[1]
+    first_in = tolerance.layer_budgets(root, x, trace, "float64", view="isolated")["4"]
+    s_in = float(np.max(np.abs(tolerance.module_inputs(root, x, trace)["4"])))
+    gain = tolerance.in_gain(root.find("4"), tolerance.module_inputs(root, x, trace)["4"])
+    assert first_in.error_bound >= tolerance.C_ROUNDING * 2.0**-53 * 64 * s_in * gain
+
+
+def test_unknown_statistics_kind_is_refused(budgets):
+    with pytest.raises(ValueError, match="statistics"):
+        tolerance.layer_budgets(model_tree("pretrained"), input_array("random 32x32"), {}, "float32",
+                                statistics="bfloat16")
+    assert tolerance.instance_norm_statistics(object()) == "float64"  # undeclared: Torch7's double sums
+    with pytest.raises(ValueError, match="instance_norm_statistics"):
+        tolerance.instance_norm_statistics(type("Odd", (), {"instance_norm_statistics": "float16"})())

@@ -6,9 +6,10 @@
 1. G_ORDINARY: the largest instance-norm conditioning g over ordinary inputs (random images, odd
    sizes, batch 2, the bundled photo) on narrow and full-width models of both layouts, computed from
    the float64 reference's traces.
-2. C_ROUNDING: for every backend, dtype, model, input, view and Lua path, the measured relative error
-   against the float64 reference divided by the model's bound with C = 1; the worst ratio (times
-   harness.tolerance.SAFETY) is the constant.
+2. C_ROUNDING / C_FLOAT32_STATISTICS: for every backend, dtype, model, input, view and Lua path, the
+   measured error against the float64 reference divided by the model's bound with C = 1 (for the
+   backend's instance_norm_statistics); the worst ratio over the backends of each statistics kind
+   (times harness.tolerance.SAFETY) is that kind's constant.
 3. Validation, not fitting: primitives drawn by parity_tests/strategies.py (including near-constant
    and large-offset instance norms) and flat images (constant, near-constant), measured against the
    model with the fitted constants; every ratio must stay <= 1.
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     worst: dict[tuple[str, str], tuple[float, str, float]] = defaultdict(lambda: (0.0, "", 0.0))
     rows = []
     for backend_name, backend in backends.items():
+        statistics = tolerance.instance_norm_statistics(backend)
         for dtype in backend.dtypes:
             for model_name, root in trees.items():
                 if backend_name == "tflite" and "full" in model_name:
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         measured = traces(runner, root, x, dtype, view, reference_trace)
                         budgets = tolerance.layer_budgets(root, x, reference_trace, dtype, view=view,
-                                                          c_rounding=1.0)
+                                                          c_rounding=1.0, statistics=statistics)
                         ratio, where, rel = max((_ratio(measured[p], reference_trace[p], b), p,
                                                  _rel(measured[p], reference_trace[p])) for p, b in budgets.items())
                         out_rel = _rel(measured[trace_paths(root)[-1]], reference_trace[trace_paths(root)[-1]])
@@ -151,12 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     for backend_name, dtype, model_name, input_name, view, out_rel, ratio, where in rows:
         print(f"| {backend_name} | {dtype} | {model_name} | {input_name} | {view} | {out_rel:.2e} | {ratio:.3f} | "
               f"{where} |")
-    print("\n| backend | dtype | worst ratio | where | relative error there |\n|---|---|---|---|---|")
+    print("\n| backend | IN statistics | dtype | worst ratio | where | relative error there |\n"
+          "|---|---|---|---|---|---|")
     for (backend_name, dtype), (ratio, where, rel) in worst.items():
-        print(f"| {backend_name} | {dtype} | {ratio:.3f} | {where} | {rel:.2e} |")
-    c_needed = max(ratio for ratio, _, _ in worst.values())
-    print(f"\nC needed = {c_needed:.3f}; C_ROUNDING in harness/tolerance.py = {tolerance.C_ROUNDING:.3f} "
-          f"(SAFETY {tolerance.SAFETY})\n")
+        statistics = tolerance.instance_norm_statistics(backends[backend_name])
+        print(f"| {backend_name} | {statistics} | {dtype} | {ratio:.3f} | {where} | {rel:.2e} |")
+    print()
+    for statistics in tolerance.IN_STATISTICS:
+        ratios = [ratio for (name, _), (ratio, _, _) in worst.items()
+                  if tolerance.instance_norm_statistics(backends[name]) == statistics]
+        if ratios:
+            print(f"IN statistics in {statistics}: C needed = {max(ratios):.3f}; in harness/tolerance.py "
+                  f"{tolerance.rounding_constant(statistics):.3f} (SAFETY {tolerance.SAFETY})")
+    print()
 
     # 3. validation on flat images and primitives
     print("## 3. Validation with the fitted constants (ratio = measured / allowed; must be <= 1)\n")
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|---|")
     worst_validation = 0.0
     for backend_name, backend in backends.items():
+        statistics = tolerance.instance_norm_statistics(backend)
         for dtype in backend.dtypes:
             for model_name, root in trees.items():
                 if "full" in model_name and backend_name == "tflite":
@@ -176,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                         if view == "isolated" and not hasattr(runner, "run_module"):
                             continue
                         measured = traces(runner, root, x, dtype, view, reference_trace)
-                        budgets = tolerance.layer_budgets(root, x, reference_trace, dtype, view=view)
+                        budgets = tolerance.layer_budgets(root, x, reference_trace, dtype, view=view,
+                                                          statistics=statistics)
                         determined = {p: b for p, b in budgets.items() if b.determined}
                         ratios = [_ratio(measured[p], reference_trace[p], b) for p, b in determined.items()]
                         ratio = max(ratios, default=0.0)
@@ -229,7 +240,8 @@ def _measure_primitive(strategy, backend, judge, dtype: str, examples: int) -> d
         except Exception as error:  # a backend limitation is a finding, reported beside the numbers
             stats["errors"].append(f"{case!r}: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
             return
-        budgets = tolerance.layer_budgets(case.root, case.x, reference_trace, dtype, view="isolated")
+        budgets = tolerance.layer_budgets(case.root, case.x, reference_trace, dtype, view="isolated",
+                                          statistics=tolerance.instance_norm_statistics(backend))
         for path, budget in budgets.items():
             if not budget.determined:
                 continue
