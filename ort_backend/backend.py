@@ -178,12 +178,12 @@ def _export_any_width(root: T7Module, path: Path, channels: int | None) -> None:
     import torch
 
     from torch_impl.build import load_torch_model
-    from torch_impl.export import ONNX_OPSET, _quiet
+    from torch_impl.export import ONNX_OPSET, quiet_export_warnings
 
     module = load_torch_model(root, "float32")
     example = torch.from_numpy(np.random.default_rng(0).random((2, channels or 3, 32, 32)).astype(np.float32))
     axes = {0: "batch", 2: "height", 3: "width"} if channels else {0: "batch", 1: "channels", 2: "height", 3: "width"}
-    with _quiet(), torch.no_grad():
+    with quiet_export_warnings(), torch.no_grad():
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
                           input_names=["input"], output_names=["output"],
                           dynamic_axes={"input": axes, "output": axes})

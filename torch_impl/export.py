@@ -51,14 +51,14 @@ def export_torchscript(model: str | Path | T7Module, out: str | Path, dtype: str
     deprecated in PyTorch 2.13 but still the format libtorch loads.
     """
     module = load_torch_model(model, dtype)
-    with _quiet(), torch.no_grad():
+    with quiet_export_warnings(), torch.no_grad():
         traced = torch.jit.trace(module, _example(dtype), check_trace=False)
         torch.jit.save(traced, str(out))
     return _check("torchscript", module, load_torchscript(out), dtype)
 
 
 def load_torchscript(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    with _quiet():
+    with quiet_export_warnings():
         scripted = torch.jit.load(str(path), map_location="cpu")
     scripted.eval()
     return _numpy_callable(scripted)
@@ -75,7 +75,7 @@ def export_torch_export(model: str | Path | T7Module, out: str | Path, dtype: st
     """
     module = load_torch_model(model, dtype)
     dynamic = torch.export.Dim.DYNAMIC
-    with _quiet():
+    with quiet_export_warnings():
         program = torch.export.export(module, (_example(dtype),),
                                       dynamic_shapes=({0: dynamic, 2: dynamic, 3: dynamic},), strict=False)
         torch.export.save(program, str(out))
@@ -83,7 +83,7 @@ def export_torch_export(model: str | Path | T7Module, out: str | Path, dtype: st
 
 
 def load_torch_export(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
-    with _quiet():
+    with quiet_export_warnings():
         program = torch.export.load(str(path))
     return _numpy_callable(program.module())
 
@@ -105,7 +105,7 @@ def export_onnx(model: str | Path | T7Module, out: str | Path, dtype: str = "flo
         raise ValueError("ONNX export is float32 only (ONNX Runtime's CPU provider has no float64 Conv kernel)")
     module = load_torch_model(model, dtype)
     axes = {0: "batch", 2: "height", 3: "width"}
-    with _quiet(), torch.no_grad():
+    with quiet_export_warnings(), torch.no_grad():
         torch.onnx.export(module, (_example(dtype),), str(out), dynamo=False, opset_version=ONNX_OPSET,
                           input_names=["input"], output_names=["output"],
                           dynamic_axes={"input": axes, "output": axes})
@@ -166,7 +166,7 @@ def _example(dtype: str) -> torch.Tensor:
     return torch.from_numpy(check_input(dtype, EXAMPLE_SHAPE)).to(TORCH_DTYPES[dtype])
 
 
-class _quiet(warnings.catch_warnings):
+class quiet_export_warnings(warnings.catch_warnings):
     """Silence the exporters' known, expected warnings (torch.jit deprecation, the ONNX
     exporter's 'instance_norm is set to train=True', which is exactly the semantics wanted)."""
 
