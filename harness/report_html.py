@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 from html import escape
 
 from harness.drift import BackendDrift, Divergence, DriftReport, LayerResult
 from harness.pictures import Picture
+from harness.report_text import format_number, format_shape
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1d1d1f;
@@ -188,15 +188,11 @@ def _path(d: Divergence | None) -> str:
 
 
 def _num(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, float) and math.isinf(value):
-        return "∞"
-    return f"{value:.3g}"
+    return format_number(value, missing="–", infinite="∞")
 
 
 def _dims(shape) -> str:
-    return "×".join(str(n) for n in shape)
+    return format_shape(shape, separator="×")
 
 
 def write_html(report: DriftReport, path, pictures: list[Picture] | None = None):

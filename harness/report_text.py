@@ -125,13 +125,18 @@ def _hp(hparams: dict) -> str:
     return f"({', '.join(shown)})" if shown else ""
 
 
-def _num(value: float | None) -> str:
+def format_number(value: float | None, missing: str = "-", infinite: str = "inf") -> str:
+    """A statistic for a table cell: 3 significant digits, with markers for missing and infinite values."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+        return missing
     if isinstance(value, float) and math.isinf(value):
-        return "inf"
+        return infinite
     return f"{value:.3g}"
 
 
-def _dims(shape) -> str:
-    return "x".join(str(n) for n in shape)
+def format_shape(shape, separator: str = "x") -> str:
+    return separator.join(str(n) for n in shape)
+
+
+_num = format_number
+_dims = format_shape
