@@ -44,14 +44,7 @@ TORCH_VS_ORACLE = Tolerance(1e-5, why="torch float32 vs Torch7: measured max rel
 CHECK_SHAPES = [(1, 3, 37, 29), (3, 3, 20, 44)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models and inputs are tiny: one intra-op thread is fastest, and two threads on a busy 2-core
-    machine (parallel test workers) ran 20x slower here (measured 5.05 s vs 0.23 s for 21 forwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _float32_runs_per_model() -> list[OracleRun]:

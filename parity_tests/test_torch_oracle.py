@@ -50,14 +50,7 @@ SINGLE_MODULE = {
 EXACT = Tolerance(0.0, why="pure data movement: measured bit-identical")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models and inputs are tiny: one intra-op thread is fastest, and two threads on a busy 2-core
-    machine (parallel test workers) ran 20x slower here (measured 5.05 s vs 0.23 s for 21 forwards)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_run(run: OracleRun) -> None:
