@@ -1,6 +1,6 @@
 """The ``onnx`` backend: torch_impl's ONNX export, run by ONNX Runtime, with traces and single-module runs.
 
-    backend = harness.backends.get_backend("onnx")        # found through the entry point
+    backend = harness.core.registry.get_backend("onnx")        # found through the entry point
     runner = backend.load("model.t7", "float32")            # exports with torch_impl.export.export_onnx
     output, trace = runner.forward(x, trace=True)            # trace keyed by dotted Lua path
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends import BackendError
+from contract import BackendError
 from t7file import T7Module, load_module_tree, trace_paths
 
 # Metadata key holding the JSON list of traced Lua paths (written by this backend's exports).
@@ -32,10 +32,11 @@ _SOURCE_OPS = frozenset({"Constant", "ConstantOfShape"})
 
 
 class OnnxRuntimeBackend:
-    """Backend protocol object (harness/backends.py). ``num_threads``: ONNX Runtime intra-op threads."""
+    """Backend protocol object (contract/protocol.py). ``num_threads``: ONNX Runtime intra-op threads."""
 
     name = "onnx"
     dtypes = ("float32",)
+    framework = "onnxruntime"
 
     def __init__(self, num_threads: int | None = None):
         self.num_threads = num_threads

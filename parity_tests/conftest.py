@@ -6,7 +6,8 @@ backend whose framework is importable is selected. A test asks for ``backend_nam
 backends: every selected one except the known-unfaithful ``tf-seed``) or ``seed_backend_name``
 (the seed's reproduction, whose deviations are asserted, not tolerated) and is parametrized over
 the selection; a backend that cannot be constructed (module not written yet, framework missing)
-skips with the reason instead of erroring.
+skips with the reason instead of erroring. Frameworks and faithfulness come from the registry
+(harness.core.registry.BUILTIN).
 
 Parametrization depends only on the command line and on ``importlib.util.find_spec``, never on
 importing a framework, so every pytest-xdist worker collects the same test ids.
@@ -14,49 +15,48 @@ importing a framework, so every pytest-xdist worker collects the same test ids.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness.backends import BUILTIN_BACKENDS, Backend, BackendError, get_backend
+from contract import BackendError
+from contract.protocol import Backend
+from harness.core.registry import BUILTIN, get_backend
 
-# Built-in backend -> the framework it needs (checked with find_spec, without importing it).
-BUILTIN_FRAMEWORKS: dict[str, str] = {
-    "reference": "numpy",
-    "torch": "torch",
-    "tf": "tensorflow",
-    "tf-seed": "tensorflow",
-    "tflite": "tensorflow",
-}
-# Reproductions of known-flawed ports: the suite asserts where they deviate (FACTS §3) instead
-# of holding them to the faithful tolerances.
-KNOWN_UNFAITHFUL = frozenset({"tf-seed"})
 JUDGE = "reference"  # float64 NumPy reference: the judge of every other backend
 
 
-def _framework_importable(name: str) -> bool:
-    framework = BUILTIN_FRAMEWORKS.get(name)
-    return framework is None or importlib.util.find_spec(framework) is not None
-
-
 def selected_backend_names(config: pytest.Config) -> list[str]:
-    """The --backend values in order (deduplicated), or every importable built-in."""
+    """The --backend values in order (deduplicated), or every built-in whose framework is installed."""
     chosen = config.getoption("--backend") or []
     if chosen:
         return list(dict.fromkeys(chosen))
-    return [name for name in BUILTIN_BACKENDS if _framework_importable(name)]
+    return [name for name, entry in BUILTIN.items() if entry.installed]
+
+
+def _faithful(name: str) -> bool:
+    """Faithfulness from the registry for built-ins; plug-ins say so themselves (default: faithful).
+
+    Collection must not import frameworks, so a plug-in that cannot even be resolved counts as
+    faithful here and skips with its reason when its tests run."""
+    entry = BUILTIN.get(name)
+    if entry is not None:
+        return entry.faithful
+    try:
+        return bool(getattr(get_backend(name), "faithful", True))
+    except BackendError:
+        return True
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = selected_backend_names(metafunc.config)
     if "backend_name" in metafunc.fixturenames:
-        faithful = [name for name in names if name not in KNOWN_UNFAITHFUL]
+        faithful = [name for name in names if _faithful(name)]
         metafunc.parametrize("backend_name", faithful or [pytest.param("none", marks=pytest.mark.skip(
             reason="no faithful backend selected"))], scope="session")
     if "seed_backend_name" in metafunc.fixturenames:
-        seeds = [name for name in names if name in KNOWN_UNFAITHFUL]
+        seeds = [name for name in names if not _faithful(name)]
         metafunc.parametrize("seed_backend_name", seeds or [pytest.param("none", marks=pytest.mark.skip(
             reason="tf-seed not selected"))], scope="session")
 

@@ -1,10 +1,10 @@
 """The one comparison helper of the suite: a backend's trace against the float64 reference, path by path.
 
 Every end-to-end, layer-by-layer, property and mutation check goes through :func:`check_trace`:
-the judge (NumPy reference, float64) runs the input, :mod:`harness.tolerance` turns its trace into
+the judge (NumPy reference, float64) runs the input, :mod:`harness.core.tolerance` turns its trace into
 a per-path budget, the backend runs the same float32-representable input in the view asked for
 ("accumulated": end to end; "isolated": each module fed the judge's own input for it, so a local
-deviation shows even after an upstream one), and :func:`harness.compare.compare` judges each path
+deviation shows even after an upstream one), and :func:`harness.core.compare.compare` judges each path
 with names that say which side is which. Tests are one line: ``assert_parity(...)``.
 """
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL, ORACLE_NARROW_DIR
-from harness.compare import Comparison, Tolerance, compare
-from harness.tolerance import LayerBudget, instance_norm_statistics, layer_budgets, module_inputs, output_budget
+from harness.core.compare import Comparison, Tolerance, compare
+from harness.core.tolerance import LayerBudget, instance_norm_statistics, layer_budgets, module_inputs, output_budget
 from parity_tests.strategies import conv_module, full_conv_module, replication_pad_module, single_module_root
 from t7file import T7Module, load_module_tree, trace_paths
 
@@ -108,7 +108,7 @@ def check_trace(runner, root: T7Module, x: np.ndarray, reference_trace: dict[str
                 view: str, case: str, backend_name: str, statistics: str = "float64") -> list[PathResult]:
     """Compare ``runner`` (a loaded backend) with the judge's trace at every traced Lua path, in order.
 
-    ``statistics``: the backend's ``instance_norm_statistics`` (harness.tolerance.instance_norm_statistics);
+    ``statistics``: the backend's ``instance_norm_statistics`` (harness.core.tolerance.instance_norm_statistics);
     the default is Torch7's double sums, the strict model.
     """
     budgets = layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics)
@@ -230,7 +230,7 @@ def run_battery(backend, judge, cases=BATTERY_CASES) -> PathResult | None:
                                                     statistics=instance_norm_statistics(backend)))
                 if failure is not None:
                     return failure
-    # A port's image output goes through texture_nets.images.deprocess; a mutant backend patches it
+    # A port's image output goes through fileio.images.deprocess; a mutant backend patches it
     # only inside its own context, so the known answers run there.
     with getattr(backend, "context", contextlib.nullcontext)():
         return first_failure(deprocess_results())
@@ -239,7 +239,7 @@ def run_battery(backend, judge, cases=BATTERY_CASES) -> PathResult | None:
 # -- deprocess: the I/O contract (FACTS §2), by known answers --------------------------------------------------
 
 # texture_nets src/utils.lua: the VGG mean pixel, in the output's channel order (B, G, R). Written here
-# from FACTS §2, independently of texture_nets.images, so a wrong constant there shows.
+# from FACTS §2, independently of fileio.images, so a wrong constant there shows.
 VGG_MEAN_BGR = np.array([103.939, 116.779, 123.68])
 
 
@@ -262,14 +262,14 @@ DEPROCESS_CASES = {
 
 
 def deprocess_results() -> list[PathResult]:
-    """texture_nets.images.deprocess on outputs whose images are known exactly (looked up at call time)."""
-    from texture_nets import images
+    """fileio.images.deprocess on outputs whose images are known exactly (looked up at call time)."""
+    from fileio import images
 
     results = []
     for name, (output, expected) in DEPROCESS_CASES.items():
         image = np.asarray(images.deprocess(output))
         results.append(PathResult(CheckId("deprocess", "uint8", "image", name), compare(
             image.astype(np.float64), expected.astype(np.float64), Tolerance(0.0, why="known answer, FACTS §2"),
-            actual_name="texture_nets.images.deprocess", expected_name="known image",
+            actual_name="fileio.images.deprocess", expected_name="known image",
             where=f"deprocess: {name}"), True))
     return results

@@ -1,4 +1,4 @@
-"""``texture-nets bench`` and harness/bench.py: FLOP counting, the report's structure, target evaluation.
+"""``texture-nets bench`` and harness/bench/benchmark.py: FLOP counting, the report's structure, target evaluation.
 
 No timing is asserted (the machine is shared and noisy); what is checked is what the numbers are
 made of: the convolution FLOPs from the module tree (FACTS §6: 15.6/62.5/250 GFLOP for the
@@ -16,7 +16,7 @@ import pytest
 import t7file
 from fixtures import DEFAULT_MODEL
 from fixtures.make_model import build_generator
-from harness.bench import conv_flops, evaluate_targets, parse_run, render_markdown
+from harness.bench.benchmark import conv_flops, evaluate_targets, parse_run, render_markdown
 from t7file.writer import dumps_t7
 from texture_nets.cli import main as cli_main
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL, ORACLE_NARROW_DIR
-from harness.compare import Tolerance, assert_close
-from harness.oracle import fixture_runs, shared_runs
+from harness.core.compare import Tolerance, assert_close
+from parity_tests.ground_truth import fixture_runs, shared_runs
 from texture_nets.cli import build_parser, main
 
 # Reference float32 vs the Torch7 float32 runs: worst measured 3.9e-6 of the output scale

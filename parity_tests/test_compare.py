@@ -1,4 +1,4 @@
-"""Meta-tests of harness/compare.py: the comparison helper must be able to fail, and say why.
+"""Meta-tests of harness/core/compare.py: the comparison helper must be able to fail, and say why.
 
 A helper that cannot fail is a defect (STYLE: array-api-tests' meta-tests). Each test builds a
 pair whose verdict is known by construction: shape mismatch, NaN/Inf on either side, one element
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.compare import Tolerance, assert_close, compare
+from harness.core.compare import Tolerance, assert_close, compare
 
 TOL = Tolerance(rtol=1e-5, atol=1e-7, why="meta-test")
 NAMES = dict(actual_name="torch float32", expected_name="reference float64", where="12.1.2.4")

@@ -4,7 +4,7 @@ Both layouts (narrow real-Torch7 files), float32 and float64, a random image, od
 a constant image (ill-conditioned: the tolerance model widens only what the flat planes amplify,
 and marks the head layout's deep layers as undetermined in float32), and the bundled photo. Two
 views: accumulated (end to end) and isolated (each module fed the judge's own input). One helper
-(parity.check_trace) and one tolerance model (harness/tolerance.py) carry every check; the
+(parity.check_trace) and one tolerance model (harness/core/tolerance.py) carry every check; the
 mutation test (test_mutations.py) runs the same checks against known porting bugs.
 
 Measured at the output (scripts/measure_tolerances.py, docs/tolerances.md), float32, relative to
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.tolerance import CONV_CLASSES, FULL_CONV_CLASSES, instance_norm_statistics
+from harness.core.tolerance import CONV_CLASSES, FULL_CONV_CLASSES, instance_norm_statistics
 from parity_tests.parity import (
     DTYPES,
     INPUTS,

@@ -4,7 +4,7 @@
 
 TF32 (Ampere and later) rounds matmul/convolution inputs to a 10-bit mantissa, about 5e-4 relative:
 three orders of magnitude above float32's rounding, so with TF32 on no float32 tolerance of
-harness/tolerance.py can hold. The float32 checks therefore run with TF32 disabled
+harness/core/tolerance.py can hold. The float32 checks therefore run with TF32 disabled
 (torch.backends.{cuda.matmul,cudnn}.allow_tf32 = False; tf.config.experimental
 .enable_tensor_float_32_execution(False)); then TF32 is enabled and its drift is reported
 (record_property "tf32_output_rel_error", printed with -s), not asserted. Without CUDA every test
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.tolerance import layer_budgets, output_budget
+from harness.core.tolerance import layer_budgets, output_budget
 from parity_tests.parity import MODELS, assert_parity, input_array, judge_trace, model_tree
 
 # No NVIDIA device node: skip before importing torch or tensorflow (seconds each) just to learn that.
@@ -69,7 +69,7 @@ def _torch_run_on_cuda(torch, runner, root, x: np.ndarray) -> tuple[np.ndarray, 
 
 def _results(root, x, reference_trace, trace, output, dtype, case, name):
     """Like parity.check_trace's accumulated view, on arrays already computed on the device."""
-    from harness.compare import compare
+    from harness.core.compare import compare
     from parity_tests.parity import JUDGE_NAME, CheckId, PathResult, _tolerance
 
     budgets = layer_budgets(root, x, reference_trace, dtype)
@@ -92,7 +92,7 @@ def _rel(a: np.ndarray, e: np.ndarray) -> float:
 @pytest.mark.parametrize("layout,input_name", CASES)
 def test_torch_on_cuda_without_tf32(judge, layout, input_name, dtype, record_property):
     torch = _torch_cuda()
-    from harness.backends import get_backend
+    from harness.core.registry import get_backend
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -120,7 +120,7 @@ def test_torch_on_cuda_without_tf32(judge, layout, input_name, dtype, record_pro
 @pytest.mark.parametrize("layout,input_name", CASES)
 def test_tf_on_gpu_without_tf32(judge, layout, input_name, dtype, record_property):
     tf = _tf_gpu()
-    from harness.backends import get_backend
+    from harness.core.registry import get_backend
 
     tf.config.experimental.enable_tensor_float_32_execution(False)
     root, x = model_tree(layout), input_array(input_name)

@@ -287,7 +287,7 @@ def test_unknown_module_class_is_named_with_its_path():
 
 def test_unknown_module_class_refused_by_the_reference_backend():
     try:
-        from harness.backends import get_backend
+        from harness.core.registry import get_backend
 
         backend = get_backend("reference")
     except Exception:

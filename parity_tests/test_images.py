@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from texture_nets.atomic import atomic_write, atomic_write_bytes
-from texture_nets.errors import UserError
-from texture_nets.images import (
+from fileio.atomic import atomic_write, atomic_write_bytes
+from fileio.errors import UserError
+from fileio.images import (
     MAX_PIXELS,
     VGG_MEAN_BGR,
     deprocess,

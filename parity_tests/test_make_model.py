@@ -19,7 +19,7 @@ import torchfile
 import t7file
 from fixtures import ORACLE_NARROW_DIR
 from fixtures.make_model import build_generator, make_model
-from harness.oracle import SHARED_ORACLE_DIR
+from parity_tests.ground_truth import SHARED_ORACLE_DIR
 from t7file.writer import dumps_t7
 from texture_nets.cli import main as cli_main
 

@@ -1,7 +1,7 @@
-"""Mutation sensitivity: every known porting bug in harness/mutations.py must be caught, by the expected check.
+"""Mutation sensitivity: every known porting bug in parity_tests/mutations.py must be caught, by the expected check.
 
 Each mutant is the NumPy reference with one bug patched into its own code path (or into
-texture_nets.images.deprocess); it is judged by the battery of parity.run_battery, which is the
+fileio.images.deprocess); it is judged by the battery of parity.run_battery, which is the
 end-to-end suite's helper and tolerance model on a fixed order of cases (pretrained and head
 layouts, three single-module cases the layouts cannot show: an asymmetric pad, a non-square
 strided conv, a transposed conv with adjW != adjH; then batch 2 and odd sizes), float32 before
@@ -16,7 +16,7 @@ import importlib.util
 
 import pytest
 
-from harness.mutations import CATALOGUE, MutantBackend, mutation
+from parity_tests.mutations import CATALOGUE, MutantBackend, mutation
 from parity_tests.parity import (
     case_tree_and_input,
     check_trace,
@@ -66,8 +66,8 @@ def test_unmutated_reference_passes_the_whole_battery(judge):
 @pytest.mark.parametrize("name", [m.name for m in CATALOGUE])
 def test_mutant_is_killed_by_the_expected_check(judge, name):
     bug = mutation(name)
-    if any(target.startswith("texture_nets.images") for target in bug.targets) and \
-            importlib.util.find_spec("texture_nets.images") is None:
+    if any(target.startswith("fileio.images") for target in bug.targets) and \
+            importlib.util.find_spec("fileio.images") is None:
         pytest.skip("texture_nets/images.py (deprocess) is not there to mutate")
     failure = run_battery(MutantBackend(bug), judge)
     assert failure is not None, f"mutant survived the whole battery: {bug.bug}"
@@ -89,7 +89,7 @@ def test_seed_dropped_biases_are_absorbed_by_every_in_and_caught_at_the_last_con
 
 
 def test_deprocess_known_answers_pass_unmutated():
-    if importlib.util.find_spec("texture_nets.images") is None:
+    if importlib.util.find_spec("fileio.images") is None:
         pytest.skip("texture_nets/images.py (deprocess) not written yet")
     failure = first_failure(deprocess_results())
     assert failure is None, failure.comparison.message()

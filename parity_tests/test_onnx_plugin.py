@@ -1,6 +1,6 @@
 """The ``onnx`` backend (ort_backend/) reached only through the plug-in mechanism, as a third party's would be.
 
-It is not in harness.backends.BUILTIN_BACKENDS: pyproject.toml registers it in the
+It is not in harness.core.registry.BUILTIN_BACKENDS: pyproject.toml registers it in the
 ``texture_nets.backends`` entry-point group, so these tests also prove that discovery works.
 ``pytest parity_tests --backend onnx`` runs the whole suite on it (conftest.py); here, the plug-in
 contract and one drift run in both views.
@@ -8,7 +8,7 @@ contract and one drift run in both views.
 Measured (narrow pretrained, random 1x3x32x32 seed 1, float32, vs reference float64, max |diff| /
 scale): output 1.3e-6, every traced layer <= 1.3e-6 accumulated and <= 5e-7 isolated; `pytest
 parity_tests --backend onnx` passed 562 tests (float64 cases skip: ONNX Runtime's CPU Conv is
-float32 only). Tolerances are harness/tolerance.py's; this module adds one: the same graph run twice
+float32 only). Tolerances are harness/core/tolerance.py's; this module adds one: the same graph run twice
 by the same runtime is bit-identical (measured 0).
 """
 
@@ -25,8 +25,9 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("torch")
 
+from contract import BackendError
 from fixtures import DEFAULT_MODEL
-from harness.backends import BUILTIN_BACKENDS, ENTRY_POINT_GROUP, BackendError, get_backend
+from harness.core.registry import BUILTIN_BACKENDS, ENTRY_POINT_GROUP, get_backend
 from harness.drift import run_drift
 from t7file import trace_paths
 

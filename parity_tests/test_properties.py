@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.tolerance import instance_norm_statistics
+from harness.core.tolerance import instance_norm_statistics
 from parity_tests.parity import assert_parity, check_trace, judge_trace
 from parity_tests.strategies import PRIMITIVE_STRATEGIES
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.backends import get_backend
-from harness.compare import Tolerance, assert_close
-from harness.oracle import OracleRun, fixture_runs, shared_runs
+from harness.core.compare import Tolerance, assert_close
+from harness.core.registry import get_backend
+from parity_tests.ground_truth import OracleRun, fixture_runs, shared_runs
 from reference import Network, load_network
 from reference.backend import ReferenceBackend
 from t7file import load_module_tree, trace_paths

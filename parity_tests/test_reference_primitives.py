@@ -1,6 +1,6 @@
 """The NumPy reference's primitives: each Torch7 single-module case, plus definitions checked with loops here.
 
-Single-module Torch7 cases (``harness.oracle.single_module_cases()``, committed + ../shared), measured
+Single-module Torch7 cases (``ground_truth.single_module_cases()``, committed + ../shared), measured
 max |diff| / max |oracle|:
 
 | case family                                   | float32          | float64            |
@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.compare import Tolerance, assert_close
-from harness.oracle import SingleModuleCase, single_module_cases
+from harness.core.compare import Tolerance, assert_close
+from parity_tests.ground_truth import SingleModuleCase, single_module_cases
 from reference import SUPPORTED_CLASSES, load_network
 from reference.backend import ReferenceBackend
 from t7file import T7ModelError, T7Module, UnsupportedModuleError

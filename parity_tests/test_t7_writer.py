@@ -30,7 +30,7 @@ from hypothesis.extra import numpy as hnp
 
 import t7file
 from fixtures import ORACLE_NARROW_DIR
-from harness.oracle import SHARED_DIR
+from parity_tests.ground_truth import SHARED_DIR
 from t7file.writer import Storage, TensorView, TorchObject, dumps_t7, flatten, from_torchfile, write_t7
 
 NARROW_MODELS = sorted(ORACLE_NARROW_DIR.glob("narrow_*_seed7[78].t7"))

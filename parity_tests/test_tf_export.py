@@ -35,8 +35,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from harness.compare import Tolerance, assert_close  # noqa: E402
-from harness.oracle import fixture_runs  # noqa: E402
+from harness.core.compare import Tolerance, assert_close  # noqa: E402
+from parity_tests.ground_truth import fixture_runs  # noqa: E402
 from t7file import trace_paths  # noqa: E402
 from texture_nets.cli import main as cli_main  # noqa: E402
 from tf_impl.backend import TFBackend  # noqa: E402
@@ -115,7 +115,7 @@ def test_convert_rejects_float64_tflite(tmp_path, capsys) -> None:
 
 
 def test_non_model_directory_is_a_clear_error(tmp_path) -> None:
-    from harness.backends import BackendError
+    from contract import BackendError
 
     with pytest.raises(BackendError, match="neither a SavedModel"):
         TFBackend().load(tmp_path, "float32")
@@ -147,7 +147,7 @@ def test_tflite_drift_vs_oracle(tflite_file, run) -> None:
 
 @pytest.mark.slow
 def test_tflite_is_float32_only(tflite_file) -> None:
-    from harness.backends import BackendError
+    from contract import BackendError
 
     assert TFLiteBackend.dtypes == ("float32",)
     with pytest.raises(BackendError):

@@ -33,10 +33,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from harness.compare import Tolerance, assert_close  # noqa: E402
-from harness.oracle import OracleRun, SingleModuleCase, fixture_runs, shared_runs, single_module_cases  # noqa: E402
+from harness.core.compare import Tolerance, assert_close  # noqa: E402
+from parity_tests.ground_truth import OracleRun, SingleModuleCase, fixture_runs, shared_runs, single_module_cases  # noqa: E402
 from t7file import T7Module, UnsupportedModuleError, trace_paths  # noqa: E402
-from tf_impl.backend import TFBackend, tf_environment  # noqa: E402
+from tf_impl.backend import TFBackend  # noqa: E402
+from tf_impl.runner import tf_environment  # noqa: E402
 from tf_impl.weights import load_root  # noqa: E402
 
 WHOLE_MODEL = {

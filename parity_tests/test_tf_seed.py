@@ -24,9 +24,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from harness.backends import BackendError  # noqa: E402
-from harness.compare import Tolerance, assert_close, compare  # noqa: E402
-from harness.oracle import OracleRun, fixture_runs  # noqa: E402
+from contract import BackendError  # noqa: E402
+from harness.core.compare import Tolerance, assert_close, compare  # noqa: E402
+from parity_tests.ground_truth import OracleRun, fixture_runs  # noqa: E402
 from t7file import load_module_tree, trace_paths  # noqa: E402
 from tf_impl.backend import TFBackend  # noqa: E402
 from tf_impl.seed_backend import TFSeedBackend  # noqa: E402

@@ -1,4 +1,4 @@
-"""Meta-tests of harness/tolerance.py: the model recognises flat inputs instead of loosening everything.
+"""Meta-tests of harness/core/tolerance.py: the model recognises flat inputs instead of loosening everything.
 
 FACTS §2 "Flat inputs": on a constant image the plane entering the first IN has zero variance and
 rounding noise is amplified by ~1/sqrt(eps). The model must (a) leave ordinary inputs at the plain
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness import tolerance
+from harness.core import tolerance
 from parity_tests.parity import MODELS, input_array, judge_trace, model_tree
 from t7file import trace_paths
 

@@ -27,8 +27,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.compare import Tolerance, assert_close  # noqa: E402
-from harness.oracle import OracleRun, fixture_runs  # noqa: E402
+from harness.core.compare import Tolerance, assert_close  # noqa: E402
+from parity_tests.ground_truth import OracleRun, fixture_runs  # noqa: E402
 from texture_nets.cli import main  # noqa: E402
 from torch_impl import export  # noqa: E402
 from torch_impl.backend import TorchBackend  # noqa: E402

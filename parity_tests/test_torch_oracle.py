@@ -32,8 +32,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from harness.compare import Tolerance, assert_close  # noqa: E402
-from harness.oracle import OracleRun, fixture_runs, shared_runs, single_module_cases  # noqa: E402
+from harness.core.compare import Tolerance, assert_close  # noqa: E402
+from parity_tests.ground_truth import OracleRun, fixture_runs, shared_runs, single_module_cases  # noqa: E402
 from t7file import T7Module, UnsupportedModuleError, load_module_tree, trace_paths  # noqa: E402
 from torch_impl import SUPPORTED_CLASSES, load_torch_model  # noqa: E402
 from torch_impl.backend import TorchBackend  # noqa: E402

@@ -1,4 +1,4 @@
-"""The reference backend for the harness (protocol in harness/backends.py): pure NumPy, the judge."""
+"""The reference backend for the harness (protocol in contract/protocol.py): pure NumPy, the judge."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ class ReferenceBackend:
 
     name = "reference"
     dtypes: tuple[str, ...] = DTYPES
+    framework = "numpy"
 
     def load(self, model: str | Path | T7Module, dtype: str) -> Network:
         return load_network(model, dtype)

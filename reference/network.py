@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from contract import BackendError
 from reference.activation import threshold
 from reference.convolution import conv2d, full_conv2d
 from reference.normalization import instance_norm
@@ -326,7 +327,7 @@ class Network:
         """Run the one module at ``lua_path`` (a residual block's path runs the whole block) on ``x``."""
         op = self._ops.get(lua_path)
         if op is None:
-            raise KeyError(f"no module at Lua path {lua_path!r}")
+            raise BackendError(f"no module at Lua path {lua_path!r}")
         out, _ = op.apply(self._input(x), _Run(None), False)
         return self._output(op, out)
 

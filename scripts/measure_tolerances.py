@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Measure the constants of harness/tolerance.py and print the tables of docs/tolerances.md.
+"""Measure the constants of harness/core/tolerance.py and print the tables of docs/tolerances.md.
 
     .venv/bin/python scripts/measure_tolerances.py [--backends reference,torch,tf] [--quick]
 
@@ -9,7 +9,7 @@
 2. C_ROUNDING / C_FLOAT32_STATISTICS: for every backend, dtype, model, input, view and Lua path, the
    measured error against the float64 reference divided by the model's bound with C = 1 (for the
    backend's instance_norm_statistics); the worst ratio over the backends of each statistics kind
-   (times harness.tolerance.SAFETY) is that kind's constant.
+   (times harness.core.tolerance.SAFETY) is that kind's constant.
 3. Validation, not fitting: primitives drawn by parity_tests/strategies.py (including near-constant
    and large-offset instance norms) and flat images (constant, near-constant), measured against the
    model with the fitted constants; every ratio must stay <= 1.
@@ -29,8 +29,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import tolerance  # noqa: E402
-from harness.backends import BackendError, get_backend  # noqa: E402
+from contract import BackendError  # noqa: E402
+from harness.core import tolerance  # noqa: E402
+from harness.core.registry import get_backend  # noqa: E402
 from t7file import load_module_tree, trace_paths  # noqa: E402
 
 
@@ -51,7 +52,7 @@ def _rel(actual: np.ndarray, expected: np.ndarray) -> float:
 def models(quick: bool) -> dict[str, object]:
     from fixtures import DEFAULT_MODEL, ORACLE_NARROW_DIR
     from fixtures.make_model import make_model
-    from harness.oracle import SHARED_ORACLE_DIR
+    from harness.core.oracle import SHARED_ORACLE_DIR
 
     found = {"narrow pretrained": load_module_tree(DEFAULT_MODEL),
              "narrow head": load_module_tree(ORACLE_NARROW_DIR / "narrow_head_seed77.t7")}
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 if budget.conditioning is not None and budget.conditioning > g_max:
                     g_max, g_where = budget.conditioning, f"{model_name}, {input_name}, path {path}"
     print("## 1. Instance-norm conditioning on ordinary inputs\n")
-    print(f"max g = {g_max:.3g} ({g_where}); G_ORDINARY in harness/tolerance.py = {tolerance.G_ORDINARY}\n")
+    print(f"max g = {g_max:.3g} ({g_where}); G_ORDINARY in harness/core/tolerance.py = {tolerance.G_ORDINARY}\n")
 
     # 2. ratios measured / model(C=1) on ordinary inputs
     worst: dict[tuple[str, str], tuple[float, str, float]] = defaultdict(lambda: (0.0, "", 0.0))
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [ratio for (name, _), (ratio, _, _) in worst.items()
                   if tolerance.instance_norm_statistics(backends[name]) == statistics]
         if ratios:
-            print(f"IN statistics in {statistics}: C needed = {max(ratios):.3f}; in harness/tolerance.py "
+            print(f"IN statistics in {statistics}: C needed = {max(ratios):.3f}; in harness/core/tolerance.py "
                   f"{tolerance.rounding_constant(statistics):.3f} (SAFETY {tolerance.SAFETY})")
     print()
 

@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
-    from harness.backends import BackendError
+    from contract import BackendError
+    from fileio.errors import UserError
     from t7file import T7Error
-    from texture_nets.errors import UserError
 
     return (T7Error, BackendError, UserError)
 

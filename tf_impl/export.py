@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from t7file import T7Module
-from tf_impl.backend import DTYPES, TFBackend
+from tf_impl.backend import TFBackend
+from tf_impl.runner import DTYPES
 from tf_impl.weights import load_root
 
 CHECK_SHAPE = (1, 3, 23, 18)  # odd, non-square: exercises the crops and the adj rows

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from harness.backends import BackendError
+from contract import BackendError
 from t7file import T7Module
-from tf_impl.backend import DTYPES, TFRunner, build_generator, check_dtype, nchw_to_nhwc, nhwc_to_nchw
 from tf_impl.network import Generator
+from tf_impl.runner import DTYPES, TFRunner, build_generator, check_dtype, nchw_to_nhwc, nhwc_to_nchw
 from tf_impl.weights import architecture_from_json, architecture_to_json, load_root
 
 STORE_DTYPE = "float64"

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from harness.backends import BackendError
+from contract import BackendError
 from tf_impl import layers
 from tf_impl.network import FaithfulOps
 from tf_impl.weights import LayerSpec

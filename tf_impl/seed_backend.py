@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from t7file import T7Module, trace_paths
-from tf_impl.backend import DTYPES, TFRunner, check_dtype
+from tf_impl.runner import DTYPES, TFRunner, check_dtype, tf_environment
 from tf_impl.weights import load_root, spec_from_module
 
 
@@ -19,6 +19,12 @@ class TFSeedBackend:
 
     name = "tf-seed"
     dtypes = DTYPES
+    framework = "tensorflow"
+    # A reproduction of a known-flawed port: its deviations are reported and asserted, not failed.
+    faithful = False
+
+    def environment(self) -> dict:
+        return tf_environment()
 
     def load(self, model: str | Path | T7Module, dtype: str) -> TFRunner:
         from tf_impl.network import Generator

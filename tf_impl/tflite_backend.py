@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.backends import BackendError
+from contract import BackendError
 from t7file import T7Module
-from tf_impl.backend import build_generator, check_dtype, nchw_to_nhwc, nhwc_to_nchw
+from tf_impl.runner import build_generator, check_dtype, nchw_to_nhwc, nhwc_to_nchw, tf_environment
 from tf_impl.weights import load_root
 
 DTYPES = ("float32",)
@@ -126,9 +126,13 @@ class TFLiteBackend:
 
     name = "tflite"
     dtypes = DTYPES
+    framework = "tensorflow"
     # TF Lite has no float64 reductions: the IN moments are float32 sums (Torch7's are double), whose
-    # rounding grows like sqrt(H*W); harness/tolerance.py budgets for that.
+    # rounding grows like sqrt(H*W); harness/core/tolerance.py budgets for that.
     instance_norm_statistics = "float32"
+
+    def environment(self) -> dict:
+        return tf_environment()
 
     def load(self, model: str | Path | T7Module, dtype: str) -> TFLiteRunner:
         check_dtype(dtype, DTYPES)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.backends import BackendError
+from contract import BackendError
 from t7file import T7Module, load_module_tree, trace_paths
 from torch_impl.build import load_torch_model
 
@@ -37,6 +37,7 @@ class TorchBackend:
 
     name = "torch"
     dtypes = ("float32", "float64")
+    framework = "torch"
 
     def __init__(self, num_threads: int | None = None):
         self.num_threads = num_threads

@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from texture_nets.errors import UserError
+from fileio.errors import UserError
 
 ORDER = 60
 
@@ -55,8 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from harness.bench import BenchConfig, default_runs, parse_run, render_markdown, run_bench
-    from texture_nets.atomic import atomic_write, check_destination
+    from fileio.atomic import atomic_write, check_destination
+    from harness.bench.benchmark import BenchConfig, default_runs, parse_run, render_markdown, run_bench
 
     for destination in (args.json, args.markdown):
         if destination is not None:
@@ -132,7 +132,7 @@ def _runs(backends: str | None, dtypes: str | None, default_runs, parse_run) -> 
 
 def _model(path: Path | None) -> tuple[Path, dict]:
     """The model to time: the given file, or the full-width generator written once into the cache folder."""
-    from harness.bench import FULL_WIDTHS, MODEL_LAYOUT, MODEL_SEED
+    from harness.bench.benchmark import FULL_WIDTHS, MODEL_LAYOUT, MODEL_SEED
 
     if path is not None:
         if not path.is_file():

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from texture_nets.errors import UserError
+from fileio.errors import UserError
 
 ORDER = 40
 

@@ -9,23 +9,12 @@ is expected to drift and does not make the demo fail.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
 ORDER = 5
 
-# Backend -> the module its framework needs (None: always available).
-_CANDIDATES: dict[str, str | None] = {
-    "reference-float32": None,
-    "torch": "torch",
-    "tf": "tensorflow",
-    "tflite": "tensorflow",
-    "onnx": "onnxruntime",
-    "tf-seed": "tensorflow",
-}
-EXPECTED_TO_DRIFT = frozenset({"tf-seed"})
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -45,18 +34,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def installed_backends() -> list[str]:
-    return [name for name, module in _CANDIDATES.items() if module is None or importlib.util.find_spec(module)]
+    """The reference in float32, every installed faithful backend, then the unfaithful reproductions."""
+    from harness.core.registry import available_backend_names, is_faithful
+
+    others = [name for name in available_backend_names(installed_only=True) if name != "reference"]
+    return (["reference-float32"] + [name for name in others if is_faithful(name)]
+            + [name for name in others if not is_faithful(name)])
 
 
 def run(args: argparse.Namespace) -> int:
+    from fileio.errors import UserError
+    from fileio.images import load_image
     from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL
+    from harness.core.registry import is_faithful
     from harness.drift import run_drift
-    from harness.pictures import report_pictures, write_pictures
-    from harness.report_html import write_html
-    from harness.report_json import write_json
-    from harness.report_text import render_text
-    from texture_nets.errors import UserError
-    from texture_nets.images import load_image
+    from harness.drift.text_view import render_text
+    from texture_nets.report_files import write_drift_report
 
     try:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -71,12 +64,10 @@ def run(args: argparse.Namespace) -> int:
         DEFAULT_MODEL, x, backends, input_source=str(DEFAULT_IMAGE),
         progress=lambda message: print(f"demo [{time.perf_counter() - started:5.1f} s] {message}", file=sys.stderr),
     )
-    pictures = report_pictures(report)
-    written = write_pictures(pictures, args.out / "pictures")
-    write_json(report, args.out / "report.json", written)
-    write_html(report, args.out / "report.html", pictures)
+    written = write_drift_report(report, json_path=args.out / "report.json", html_path=args.out / "report.html",
+                                 pictures_dir=args.out / "pictures")
     sys.stdout.write(render_text(report, tables=False, verdict=False))
-    faithful = [b for b in report.backends if b.spec.backend not in EXPECTED_TO_DRIFT]
+    faithful = [b for b in report.backends if is_faithful(b.spec.backend)]
     failing = [b.spec.label for b in faithful if not b.passed]
     print(f"\nreport: {args.out / 'report.html'} (JSON: {args.out / 'report.json'}, "
           f"{len(written)} pictures in {args.out / 'pictures'})")
@@ -85,5 +76,5 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"OK: {len(faithful)} faithful backends agree with the float64 reference within tolerance"
           + ("; tf-seed (the published port) drifts as expected" if any(
-              b.spec.backend in EXPECTED_TO_DRIFT for b in report.backends) else ""))
+              not is_faithful(b.spec.backend) for b in report.backends) else ""))
     return 0

@@ -53,11 +53,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fileio.atomic import check_destination
+    from fileio.errors import UserError
     from harness.drift import run_drift
-    from harness.report_text import render_text
+    from harness.drift.text_view import render_text
     from t7file import T7Error, load_module_tree
-    from texture_nets.atomic import check_destination
-    from texture_nets.errors import UserError
+    from texture_nets.report_files import write_drift_report
 
     for destination in (args.json, args.html):
         if destination is not None:
@@ -82,22 +83,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_drift(args.model, x, backends, baseline=args.baseline, dtype=args.dtype, tree=tree,
                        input_source=str(args.input), progress=progress)
 
-    written = {}
-    pictures = None
-    if args.pictures is not None or args.html is not None:
-        from harness.pictures import report_pictures, write_pictures
-
-        pictures = report_pictures(report)
-        if args.pictures is not None:
-            written = write_pictures(pictures, args.pictures)
-    if args.json is not None:
-        from harness.report_json import write_json
-
-        write_json(report, args.json, written)
-    if args.html is not None:
-        from harness.report_html import write_html
-
-        write_html(report, args.html, pictures)
+    written = write_drift_report(report, json_path=args.json, html_path=args.html, pictures_dir=args.pictures)
     sys.stdout.write(render_text(report, tables=not args.summary))
     for label, path in (("JSON", args.json), ("HTML", args.html), ("pictures", args.pictures)):
         if path is not None:
@@ -108,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_input(path: Path, image_size: int | None):
-    from texture_nets.errors import UserError
+    from fileio.errors import UserError
 
     if path.suffix.lower() == ".npy":
         if image_size is not None:
@@ -116,7 +102,7 @@ def _load_input(path: Path, image_size: int | None):
         from texture_nets.commands.run import load_input_array
 
         return load_input_array(path)
-    from texture_nets.images import load_image
+    from fileio.images import load_image
 
     return load_image(path, image_size)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from texture_nets.errors import UserError
+from fileio.errors import UserError
 
 ORDER = 80
 

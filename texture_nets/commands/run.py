@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from texture_nets.errors import UserError
+from fileio.errors import UserError
 
 ORDER = 20
 
@@ -34,8 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.backends import get_backend
-    from texture_nets.atomic import atomic_write, check_destination
+    from fileio.atomic import atomic_write, check_destination
+    from harness.core.registry import get_backend
 
     for destination in (args.output, args.trace):
         if destination is not None:

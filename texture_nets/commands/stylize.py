@@ -31,9 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.backends import get_backend
-    from texture_nets.errors import UserError
-    from texture_nets.images import deprocess, load_image, save_image
+    from fileio.errors import UserError
+    from fileio.images import deprocess, load_image, save_image
+    from harness.core.registry import get_backend
 
     if args.image_size is not None and args.image_size < 1:
         raise UserError("--image-size must be a positive number of pixels")

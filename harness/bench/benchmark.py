@@ -22,7 +22,7 @@ What is measured, and why this way:
   seconds per wall second over the timed runs (2.0 = both cores busy), which shows at a glance a
   backend that runs single-threaded or a machine that is oversubscribed.
 
-Heavy frameworks are imported only in the workers (``python -m harness.bench --worker``).
+Heavy frameworks are imported only in the workers (``python -m harness.bench.benchmark --worker``).
 """
 
 from __future__ import annotations
@@ -55,8 +55,6 @@ MODEL_SEED = 1
 MODEL_LAYOUT = "pretrained"
 INPUT_SEED = 0
 GIB = 2**30
-# Backends known to be unfaithful reproductions (FACTS §3): benchmarked only when named.
-NOT_BENCHED_BY_DEFAULT = frozenset({"tf-seed"})
 FRAMEWORK_BACKENDS_EXCLUDED = frozenset({"reference"})  # "every framework backend" in issue 7's targets
 
 # Targets of issue 7 (ratios within one run on this machine kind).
@@ -207,17 +205,17 @@ def thread_counts(backend: Any = None) -> dict[str, Any]:
 # -- one measurement, in a worker process --------------------------------------------------------------------------
 def parse_run(spec: str, default_dtype: str = "float32") -> tuple[str, str]:
     """``name`` or ``name-float32``/``name-float64`` (the drift command's convention) -> (name, dtype)."""
-    for dtype in ("float32", "float64"):
-        if spec.endswith(f"-{dtype}"):
-            return spec[: -len(dtype) - 1], dtype
-    return spec, default_dtype
+    from harness.core.registry import parse_run_spec
+
+    run = parse_run_spec(spec, default_dtype)
+    return run.backend, run.dtype
 
 
 def measure(backend_name: str, dtype: str, model: str, size: int, repeats: int, warmup: int,
             batch: int = 1) -> dict[str, Any]:
     """Load one backend and time its forward pass at ``size``² (call in a fresh process: it reads ru_maxrss)."""
-    from harness.backends import get_backend
-    from harness.environment import collect_environment
+    from harness.core.environment import collect_environment
+    from harness.core.registry import get_backend
 
     result: dict[str, Any] = {"backend": backend_name, "dtype": dtype, "size": size, "batch": batch}
     backend = get_backend(backend_name)
@@ -273,12 +271,12 @@ def _cpu_seconds() -> float:
 
 
 def _worker_main(spec_path: str, result_path: str) -> int:
-    """``python -m harness.bench --worker SPEC.json RESULT.json``: run :func:`measure`, write its result."""
+    """``python -m harness.bench.benchmark --worker SPEC.json RESULT.json``: run :func:`measure`, write its result."""
     spec = json.loads(Path(spec_path).read_text())
     try:
         result = measure(**spec)
     except Exception as error:  # any failure becomes a row of the table, not a crashed benchmark
-        from harness.backends import BackendError
+        from contract import BackendError
 
         status = "unavailable" if isinstance(error, BackendError) and "not installed" in str(error) else "error"
         result = {"backend": spec["backend_name"], "dtype": spec["dtype"], "size": spec["size"], "status": status,
@@ -316,11 +314,11 @@ class BenchConfig:
 
 def default_runs() -> list[tuple[str, str]]:
     """The issue-7 table: the reference in float32 and float64, every other installed faithful backend in float32."""
-    from harness.backends import available_backend_names
+    from harness.core.registry import available_backend_names, is_faithful
 
     runs = [("reference", "float32"), ("reference", "float64")]
-    runs += [(name, "float32") for name in available_backend_names()
-             if name != "reference" and name not in NOT_BENCHED_BY_DEFAULT]
+    runs += [(name, "float32") for name in available_backend_names(installed_only=True)
+             if name != "reference" and is_faithful(name)]
     return runs
 
 
@@ -340,7 +338,7 @@ def run_worker(spec: dict[str, Any], env: dict[str, str], timeout_s: float) -> d
     with tempfile.TemporaryDirectory(prefix="texture-nets-bench-") as folder:
         spec_path, result_path = Path(folder) / "spec.json", Path(folder) / "result.json"
         spec_path.write_text(json.dumps(spec))
-        command = [sys.executable, "-m", "harness.bench", "--worker", str(spec_path), str(result_path)]
+        command = [sys.executable, "-m", "harness.bench.benchmark", "--worker", str(spec_path), str(result_path)]
         try:
             completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s,
                                        check=False)
@@ -555,5 +553,6 @@ def _model_text(model: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--worker":
         sys.exit(_worker_main(sys.argv[2], sys.argv[3]))
-    print("usage: python -m harness.bench --worker SPEC.json RESULT.json (use `texture-nets bench`)", file=sys.stderr)
+    print("usage: python -m harness.bench.benchmark --worker SPEC.json RESULT.json (use `texture-nets bench`)",
+          file=sys.stderr)
     sys.exit(2)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.compare import Tolerance
+from harness.core.compare import Tolerance
 from t7file import T7Module, trace_paths
 
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float64": 2.0**-53}
@@ -97,7 +97,7 @@ class LayerBudget:
       conditioning: g of an instance norm, else None
       amplification: product of the excess IN amplifications up to here (1 on ordinary inputs)
       error_bound: E, the absolute error allowed
-      rtol: E / scale, the relative tolerance handed to harness.compare
+      rtol: E / scale, the relative tolerance handed to harness.core.compare
       determined: False when rtol >= UNDETERMINED_RTOL (only shape and finiteness are checked)
     """
 
@@ -121,7 +121,7 @@ class LayerBudget:
         why = (f"tolerance model ({self.view}, {self.dtype}, IN statistics in {self.statistics}): "
                f"E={self.error_bound:.3g} = C*u*... with C={self.c_rounding:.3g}, K={self.reduction}{conditioning}, "
                f"amplification {self.amplification:.3g} "
-               "(harness/tolerance.py, measured in docs/tolerances.md)")
+               "(harness/core/tolerance.py, measured in docs/tolerances.md)")
         if not self.determined:
             why += f"; ill-conditioned: rtol >= {UNDETERMINED_RTOL}, value not determined in {self.dtype}"
         return Tolerance(rtol=self.rtol, atol=atol, why=why)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from texture_nets.atomic import atomic_write, check_destination
-from texture_nets.errors import UserError
+from fileio.atomic import atomic_write, check_destination
+from fileio.errors import UserError
 
 # 2**26 pixels (8192 x 8192) - above any phone photo (48 MP is 8000 x 6000), far below what a bomb claims.
 MAX_PIXELS = 1 << 26

@@ -6,11 +6,11 @@
   output of each backend and one for each of its first divergent layers.
 * strip: input | baseline's stylized image | backend's stylized image | amplified difference,
   like the seed's example.jpg triple; panels of equal size separated by GAP pixels. Stylized
-  images are deprocessed as test.lua saves them (texture_nets.images.deprocess); the
+  images are deprocessed as test.lua saves them (fileio.images.deprocess); the
   difference is |backend - baseline| of the raw output, RGB, multiplied by ``gain`` so that the
   largest difference is full scale (the caption says by how much).
 
-A view of :class:`harness.drift.DriftReport`: nothing here is computed from the models.
+A view of :class:`harness.drift.analysis.DriftReport`: nothing here is computed from the models.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from harness.drift import BackendDrift, DriftReport, difference_map
+from harness.drift.analysis import BackendDrift, DriftReport, difference_map
 
 GAP = 4
 BACKGROUND = 128
@@ -75,24 +74,6 @@ def report_pictures(report: DriftReport) -> list[Picture]:
     for backend in report.backends:
         pictures += _backend_pictures(report, backend)
     return pictures
-
-
-def write_pictures(pictures: list[Picture], directory: str | Path) -> dict[str, str]:
-    """Write each picture as DIR/<name>.png (atomically); returns name -> path."""
-    from texture_nets.atomic import atomic_write_bytes
-    from texture_nets.errors import UserError
-
-    directory = Path(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create the pictures folder {directory}: {error.strerror or error}") from None
-    written = {}
-    for picture in pictures:
-        path = directory / f"{picture.name}.png"
-        atomic_write_bytes(path, picture.png)
-        written[picture.name] = str(path)
-    return written
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
@@ -159,7 +140,7 @@ def _strip(report: DriftReport, backend: BackendDrift, output: np.ndarray, stem:
 
 def _stylized(output: np.ndarray) -> np.ndarray:
     """3 x H x W VGG-space output -> H x W x 3 uint8 as test.lua saves it; NaN/Inf drawn black."""
-    from texture_nets.images import deprocess
+    from fileio.images import deprocess
 
     return deprocess(np.nan_to_num(output, nan=-1e3, posinf=-1e3, neginf=-1e3)[None])
 

@@ -4,8 +4,8 @@ A parity suite is only worth what it catches. Each :class:`Mutation` names one b
 of texture_nets make (FACTS §2-3: the seed's three deviations, the torch/nn 919eeca running-stats
 drift, layout and padding confusions) and patches the NumPy reference where that bug would live:
 the module-level ops ``reference.network`` calls (``conv2d``, ``full_conv2d``, ``instance_norm``,
-``replication_pad``), its ``CAddTable``, its loader, or ``texture_nets.images.deprocess``. A
-:class:`MutantBackend` is then an ordinary backend (protocol of harness/backends.py) whose runs
+``replication_pad``), its ``CAddTable``, its loader, or ``fileio.images.deprocess``. A
+:class:`MutantBackend` is then an ordinary backend (protocol of harness/core/registry.py) whose runs
 happen with the patch active, so the suite judges it exactly as it judges a real port.
 
 The reference is reached by module name at patch time (importlib), never imported at the top of
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 REFERENCE_NETWORK = "reference.network"
-IMAGES = "texture_nets.images"
+IMAGES = "fileio.images"
 
 # ("module:attribute[.attribute]", factory(original) -> replacement)
 Patch = tuple[str, Callable[[Any], Any]]
@@ -98,7 +98,7 @@ class MutantBackend:
         return self.mutation.active()
 
     def load(self, model: str | Path | Any, dtype: str) -> MutantRunner:
-        from harness.backends import get_backend
+        from harness.core.registry import get_backend
 
         reference = get_backend("reference")
         with self.mutation.active():

@@ -3,7 +3,7 @@
 A reader of the destination sees either the old file or the complete new one,
 never a partial write; a failure (full disk, a crash in the writer, Ctrl-C)
 leaves the destination untouched and removes the temporary file. Unwritable
-destinations raise :class:`texture_nets.errors.UserError` with one line.
+destinations raise :class:`fileio.errors.UserError` with one line.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from texture_nets.errors import UserError
+from fileio.errors import UserError
 
 
 def check_destination(path: str | Path) -> Path:

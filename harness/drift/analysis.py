@@ -4,21 +4,21 @@
     report.passed, report.backends[1].first_divergence_reaching_output   # False, "6"
 
 For every backend and every traced Lua path the analysis records a
-:class:`harness.compare.Comparison` in two views:
+:class:`harness.core.compare.Comparison` in two views:
 
 * **accumulated**: the backend runs end to end; each layer sees the backend's own upstream
   values, so one upstream deviation makes everything after it differ;
 * **isolated**: each layer is run alone (``runner.run_module``) on the baseline's input for
   that layer, so every local deviation shows, even after an upstream one.
 
-Tolerances come from harness.tolerance (a rounding-error model per layer, with ill-conditioned
+Tolerances come from harness.core.tolerance (a rounding-error model per layer, with ill-conditioned
 instance norms recognised); a layer whose value is not determined in the run dtype (flat
 inputs) is checked for shape and finiteness only and marked ``undetermined``.
 
 Each isolated failure is a :class:`Divergence`: its module class and hyper-parameters, the
-symptoms read off the difference (harness.diagnose), the usual cause for the class, and its
+symptoms read off the difference (harness.drift.diagnose), the usual cause for the class, and its
 effect downstream: the deviation alone is carried to the output through the baseline
-(harness.propagate) and is **absorbed** (e.g. a dropped bias before an instance norm; the
+(harness.drift.propagate) and is **absorbed** (e.g. a dropped bias before an instance norm; the
 first traced path where values agree again is named) or **reaches the output**. The *first
 divergence* is the first layer, in execution order, whose input agrees and whose output does
 not — in the isolated view every input agrees, so it is the first isolated failure.
@@ -27,7 +27,7 @@ Memory: one trace at a time. The baseline's trace is kept; each backend's trace 
 layer by layer and dropped before the next backend runs, and the isolated view runs one
 module at a time.
 
-The result is data (:meth:`DriftReport.to_dict`, schema in harness/drift_schema.json); the
+The result is data (:meth:`DriftReport.to_dict`, schema in harness/drift/schema.json); the
 text, JSON, HTML and picture outputs are views of it.
 """
 
@@ -43,12 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from harness.backends import DTYPES, BackendError, get_backend
-from harness.compare import Comparison, Tolerance, compare
-from harness.diagnose import Symptom, class_hint, diagnose
-from harness.environment import collect_environment
-from harness.propagate import continue_from, input_sources
-from harness.tolerance import LayerBudget, instance_norm_statistics, iter_conditioned, layer_budgets, module_inputs
+from contract import DTYPES, BackendError
+from harness.core.compare import Comparison, Tolerance, compare
+from harness.core.environment import collect_environment
+from harness.core.registry import RunSpec, get_backend, parse_run_spec
+from harness.core.tolerance import LayerBudget, instance_norm_statistics, iter_conditioned, layer_budgets, module_inputs
+from harness.drift.diagnose import Symptom, class_hint, diagnose
+from harness.drift.propagate import continue_from, input_sources
 from t7file import T7Module, load_module_tree, trace_paths
 
 SCHEMA_VERSION = "1.0"
@@ -67,34 +68,13 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class RunSpec:
-    """A backend as named on the command line: ``torch``, ``reference-float32``, ``pkg.mod:factory-float64``."""
-
-    text: str
-    backend: str
-    dtype: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.backend} {self.dtype}"
-
-
-def parse_run_spec(text: str, default_dtype: str) -> RunSpec:
-    text = text.strip()
-    for dtype in DTYPES:
-        if text.endswith("-" + dtype):
-            return RunSpec(text, text[: -len(dtype) - 1], dtype)
-    return RunSpec(text, text, default_dtype)
-
-
-@dataclass(frozen=True)
 class LayerInfo:
     """One traced module: what it is and what the baseline computed there.
 
     Fields: lua_path; torch_class; hparams (its scalar fields: kW, padW, eps, ...); input_from
     (the traced path feeding it, None for the network input); shape and scale (max |value|) of
-    the baseline's output; conditioning (instance norms: harness.tolerance's g; above
-    harness.tolerance.G_ORDINARY the plane is ill-conditioned, e.g. a flat input).
+    the baseline's output; conditioning (instance norms: harness.core.tolerance's g; above
+    harness.core.tolerance.G_ORDINARY the plane is ill-conditioned, e.g. a flat input).
     """
 
     lua_path: str
@@ -138,7 +118,7 @@ class Divergence:
 
     Fields: lua_path, torch_class, hparams; view ("isolated", or "accumulated" when the backend
     cannot run single modules); max_rel / needed_rtol / shapes from its comparison; symptoms
-    (kind + sentence, harness.diagnose); hint (the usual cause for the class, FACTS traps);
+    (kind + sentence, harness.drift.diagnose); hint (the usual cause for the class, FACTS traps);
     reaches_output (True/False; None when it could not be propagated); absorbed_by (the first
     traced path downstream where the values agree again); output_max_rel (max |difference| at
     the output, relative to the output's scale, with this deviation alone); propagation_note.
@@ -311,7 +291,7 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     sources = input_sources(root)
     say(f"baseline done in {time.perf_counter() - started:.2f} s; computing tolerances")
 
-    # Budgets per (dtype, how the backend sums instance-norm statistics): harness/tolerance.py.
+    # Budgets per (dtype, how the backend sums instance-norm statistics): harness/core/tolerance.py.
     keys = {spec.text: (spec.dtype, instance_norm_statistics(resolved[spec.text])) for spec in [base_spec, *specs]}
     budgets = {key: {view: layer_budgets(root, x, base_trace, key[0], view=view, statistics=key[1])
                      for view in ("accumulated", "isolated")} for key in set(keys.values())}

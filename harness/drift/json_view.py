@@ -1,4 +1,4 @@
-"""The drift report as JSON, and its schema (harness/drift_schema.json, versioned: docs/drift.md).
+"""The drift report as JSON, and its schema (harness/drift/schema.json, versioned: docs/drift.md).
 
 Strict JSON: non-finite numbers become null (a NaN statistic means "not computable", e.g. a
 shape mismatch), never the non-standard NaN/Infinity tokens.
@@ -11,9 +11,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from harness.drift import DriftReport
+from harness.drift.analysis import DriftReport
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "drift_schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.json"
 
 
 def report_dict(report: DriftReport, pictures: dict[str, str] | None = None) -> dict[str, Any]:
@@ -25,12 +25,6 @@ def report_dict(report: DriftReport, pictures: dict[str, str] | None = None) -> 
 
 def dumps(report: DriftReport, pictures: dict[str, str] | None = None) -> str:
     return json.dumps(report_dict(report, pictures), indent=1, allow_nan=False) + "\n"
-
-
-def write_json(report: DriftReport, path: str | Path, pictures: dict[str, str] | None = None) -> Path:
-    from texture_nets.atomic import atomic_write_bytes
-
-    return atomic_write_bytes(path, dumps(report, pictures).encode("utf-8"))
 
 
 @cache

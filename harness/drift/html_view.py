@@ -1,7 +1,7 @@
 """The drift report as one self-contained HTML page: the thing to attach to a bug report.
 
 No network: the style is inline, the pictures are ``data:image/png;base64`` URIs, there is no
-script. A view of :class:`harness.drift.DriftReport` and the pictures of harness.pictures.
+script. A view of :class:`harness.drift.analysis.DriftReport` and the pictures of harness.drift.pictures.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import base64
 import json
 from html import escape
 
-from harness.drift import BackendDrift, Divergence, DriftReport, LayerResult
-from harness.pictures import Picture
-from harness.report_text import format_number, format_shape
+from harness.drift.analysis import BackendDrift, Divergence, DriftReport, LayerResult
+from harness.drift.pictures import Picture
+from harness.drift.text_view import format_number, format_shape
 
 STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #1d1d1f;
@@ -194,8 +194,3 @@ def _num(value: float | None) -> str:
 def _dims(shape) -> str:
     return format_shape(shape, separator="×")
 
-
-def write_html(report: DriftReport, path, pictures: list[Picture] | None = None):
-    from texture_nets.atomic import atomic_write_bytes
-
-    return atomic_write_bytes(path, render_html(report, pictures).encode("utf-8"))

@@ -79,7 +79,7 @@ def continue_from(root: T7Module, path: str, value: np.ndarray, module_inputs: d
                   run_leaf: RunLeaf, on_traced: OnTraced | None = None) -> np.ndarray:
     """The network output when the module at ``path`` outputs ``value`` and everything else is the baseline.
 
-    ``module_inputs``: every module's baseline input by Lua path (harness.tolerance.module_inputs),
+    ``module_inputs``: every module's baseline input by Lua path (harness.core.tolerance.module_inputs),
     needed for the other members of a ConcatTable the path sits in.
     """
     traced = set(trace_paths(root))

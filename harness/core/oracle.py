@@ -1,4 +1,7 @@
-"""Ground-truth runs made by the original Lua Torch7, found in the repo's fixtures and in ../shared.
+"""Ground-truth runs made by the original Lua Torch7, read from any folder that holds them.
+
+The folders are the caller's to name (the committed fixtures, ../shared/oracle and its v1/
+runs); this module knows their format, not where a checkout keeps them.
 
 An :class:`OracleRun` is one ``*.npz`` forward run with its ``.json`` sidecar:
 the model file it used, the dtype, the input, the output and (for float32 runs)
@@ -16,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fixtures import ORACLE_NARROW_DIR, ORACLE_SINGLE_DIR
-
-SHARED_DIR = Path(os.environ.get("TEXTURE_NETS_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+# The folder beside the project with the full-width and real-model ground truth (optional).
+SHARED_DIR = Path(os.environ.get("TEXTURE_NETS_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 SHARED_ORACLE_DIR = SHARED_DIR / "oracle"
+SHARED_V1_DIR = SHARED_ORACLE_DIR / "v1"
+REAL_MODELS_DIR = SHARED_DIR / "realmodels"
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,30 @@ class OracleRun:
 
     @property
     def layout(self) -> str:
+        """"pretrained" or "head" for johnson generators; the family name for the v1-era runs."""
+        if "family" in self.meta:
+            return self.meta["family"]
         return "pretrained" if "pretrained" in self.name else "head"
+
+    @property
+    def seed(self) -> int | None:
+        """The ``torch.manualSeed`` called right before the forward (v1 runs), if recorded."""
+        return self.meta.get("seed")
+
+    @property
+    def batchnorm(self) -> str | None:
+        """How the run's batch norms normalised ("train" or "evaluate"), if the model has any."""
+        return self.meta.get("bn_mode")
+
+    @property
+    def noise(self) -> dict[str, np.ndarray]:
+        """What every noise module drew in this run, by Lua path (empty for noise-free models)."""
+        return {key[len("noise/"):]: value for key, value in self.arrays.items() if key.startswith("noise/")}
+
+    @property
+    def traces_left_out(self) -> tuple[str, ...]:
+        """Traced paths whose outputs the run did not store (too large), as listed in its sidecar."""
+        return tuple(self.meta.get("traces_left_out", ()))
 
     @cached_property
     def arrays(self) -> dict[str, np.ndarray]:
@@ -85,18 +112,37 @@ class SingleModuleCase:
             return {key: data[key] for key in data.files}
 
 
-def _runs_in(directory: Path) -> list[OracleRun]:
+def runs_in(directory: Path) -> list[OracleRun]:
+    """Every forward run in ``directory`` whose model file can be found (empty when the folder is absent).
+
+    The model is the sidecar's ``model_file`` beside the run, else its ``model`` path relative to the
+    run's folder (the v1 runs point at ../../realmodels), else the full-width naming convention."""
+    if not directory.is_dir():
+        return []
     runs = []
     for npz in sorted(directory.glob("*.npz")):
         sidecar = npz.with_suffix(".json")
         if not sidecar.exists():
             continue
         meta = json.loads(sidecar.read_text())
-        model_file = meta.get("model_file") or _shared_model_file(npz.stem, meta.get("dtype"), directory)
-        if model_file is None:
+        if "dtype" not in meta:
             continue
-        runs.append(OracleRun(npz, directory / model_file, meta["dtype"], meta))
+        model = _model_path(npz, meta, directory)
+        if model is not None:
+            runs.append(OracleRun(npz, model, meta["dtype"], meta))
     return runs
+
+
+def _model_path(npz: Path, meta: dict, directory: Path) -> Path | None:
+    candidates = []
+    if meta.get("model_file"):
+        candidates.append(directory / meta["model_file"])
+    if meta.get("model"):
+        candidates.append((directory / meta["model"]).resolve())
+    shared = _shared_model_file(npz.stem, meta.get("dtype"), directory)
+    if shared is not None:
+        candidates.append(directory / shared)
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def _shared_model_file(stem: str, dtype: str | None, directory: Path) -> str | None:
@@ -108,23 +154,12 @@ def _shared_model_file(stem: str, dtype: str | None, directory: Path) -> str | N
     return name if (directory / name).exists() else None
 
 
-def fixture_runs() -> list[OracleRun]:
-    """Runs committed in the repo (narrow models, both layouts)."""
-    return _runs_in(ORACLE_NARROW_DIR)
-
-
-def shared_runs() -> list[OracleRun]:
-    """Full-width runs in ../shared/oracle, when that folder is present (else empty)."""
-    return _runs_in(SHARED_ORACLE_DIR) if SHARED_ORACLE_DIR.is_dir() else []
-
-
-def single_module_cases(include_shared: bool = True) -> list[SingleModuleCase]:
-    """Single-module Torch7 cases: the committed ones, plus the shared-only ones when present."""
+def single_module_cases_in(directories: list[Path]) -> list[SingleModuleCase]:
+    """Single-module Torch7 cases in ``directories`` (a name found twice is taken from the first folder)."""
     cases: dict[str, SingleModuleCase] = {}
-    directories = [ORACLE_SINGLE_DIR]
-    if include_shared and (SHARED_ORACLE_DIR / "single").is_dir():
-        directories.append(SHARED_ORACLE_DIR / "single")
     for directory in directories:
+        if not directory.is_dir():
+            continue
         for npz in sorted(directory.glob("*.npz")):
             if npz.stem not in cases and npz.with_suffix(".json").exists():
                 cases[npz.stem] = SingleModuleCase(npz, json.loads(npz.with_suffix(".json").read_text()))

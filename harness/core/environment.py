@@ -106,17 +106,11 @@ def _torch_environment() -> dict[str, Any]:
 
 
 def _tensorflow_environment() -> dict[str, Any]:
-    try:
-        from tf_impl.backend import tf_environment
+    # The tf backend's environment() adds oneDNN and thread pools; this is what any TF run has.
+    import tensorflow as tf
 
-        info = tf_environment()
-    except Exception:  # tf_impl absent or changed: fall back to the bare facts
-        import tensorflow as tf
-
-        info = {"tensorflow": tf.__version__}
+    info: dict[str, Any] = {"version": tf.__version__}
     with contextlib.suppress(Exception):
-        import tensorflow as tf
-
         info["gpus"] = [device.name for device in tf.config.list_physical_devices("GPU")]
     return info
 

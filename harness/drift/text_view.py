@@ -1,6 +1,6 @@
 """The drift report as plain text for a terminal: verdicts and findings first, then the per-layer tables.
 
-A view of :class:`harness.drift.DriftReport`; it computes nothing new. Each failing backend
+A view of :class:`harness.drift.analysis.DriftReport`; it computes nothing new. Each failing backend
 ends with what to look at next.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from harness.drift import CONSTRUCTOR_ORDER, BackendDrift, Divergence, DriftReport, LayerResult
+from harness.drift.analysis import CONSTRUCTOR_ORDER, BackendDrift, Divergence, DriftReport, LayerResult
 
 COLUMNS = ("path", "class", "shape", "max abs", "mean abs", "p99", "max rel", "worst index", "NaN/Inf",
            "need rtol", "rtol", "verdict")
