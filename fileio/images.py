@@ -32,13 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.families import JOHNSON, VGG_MEAN_BGR, Family
+from contract.families import deprocess as family_deprocess
 from fileio.atomic import atomic_write, check_destination
 from fileio.errors import UserError
 
 # 2**26 pixels (8192 x 8192) - above any phone photo (48 MP is 8000 x 6000), far below what a bomb claims.
 MAX_PIXELS = 1 << 26
-# VGG mean pixel in texture_nets' src/utils.lua, in the output's channel order (B, G, R).
-VGG_MEAN_BGR = np.array([103.939, 116.779, 123.68])
 # Output extension -> Pillow format name.
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                 ".ppm": "PPM", ".webp": "WEBP"}
@@ -178,11 +178,11 @@ def torch_scale_bilinear(image: np.ndarray, width: int, height: int) -> np.ndarr
 
 
 # -- output -------------------------------------------------------------------
-def deprocess(output: np.ndarray) -> np.ndarray:
-    """Generator output (1 x 3 x H x W or 3 x H x W, VGG space, BGR) -> H x W x 3 uint8 RGB, as test.lua saves it.
+def deprocess(output: np.ndarray, family: Family = JOHNSON) -> np.ndarray:
+    """Generator output (1 x 3 x H x W or 3 x H x W, VGG space, BGR) -> H x W x 3 uint8 RGB, as the family's
+    script saves it (:func:`contract.families.deprocess`; for texture_nets' test.lua: add the mean pixel to
+    channels (B, G, R), flip to RGB, divide by 255, clamp to [0, 1], and image.save's x 255 truncated to a byte).
 
-    src/utils.lua ``deprocess``: add the mean pixel to channels (B, G, R), flip to RGB, divide by 255;
-    test.lua clamps to [0, 1] and image.save multiplies by 255 and casts to a byte (truncation).
     NaN or Inf anywhere raise UserError rather than becoming a silently black or white image.
     """
     output = np.asarray(output)
@@ -197,9 +197,7 @@ def deprocess(output: np.ndarray) -> np.ndarray:
         nan, inf = int(np.isnan(output).sum()), int(np.isinf(output).sum())
         raise UserError(f"the generator output has {nan} NaN and {inf} Inf values out of {output.size}; "
                         "refusing to write an image (check the model's weights with `texture-nets inspect`)")
-    bgr = output.astype(np.float64) + VGG_MEAN_BGR[:, np.newaxis, np.newaxis]
-    rgb = np.clip(bgr[::-1] / 255.0, 0.0, 1.0)
-    return np.ascontiguousarray(np.floor(rgb * 255.0).astype(np.uint8).transpose(1, 2, 0))
+    return np.ascontiguousarray(family_deprocess(output, family))
 
 
 def save_image(array: np.ndarray, path: str | Path, *, source: str | Path | None = None) -> Path:

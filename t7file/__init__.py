@@ -7,7 +7,7 @@
 
 from t7file.errors import T7Error, T7FormatError, T7ModelError, UnsupportedModuleError, describe_path
 from t7file.reader import T7Storage, T7Tensor, read_object
-from t7file.tree import T7Module, load_module_tree, module_tree_from_object, trace_paths
+from t7file.tree import T7Module, TensorStorage, load_module_tree, module_tree_from_object, trace_paths
 from t7file.writer import dumps_t7, write_t7
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "T7Module",
     "T7Storage",
     "T7Tensor",
+    "TensorStorage",
     "UnsupportedModuleError",
     "describe_path",
     "dumps_t7",

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import io
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -79,10 +79,19 @@ _INT = struct.Struct("<i")
 
 @dataclass(frozen=True)
 class T7Tensor:
-    """A tensor as read from the file: a private contiguous copy plus its Torch class."""
+    """A tensor as read from the file: a private contiguous copy plus its Torch class.
+
+    ``storage`` is the flat storage the tensor is a view of (read-only, shared by every tensor of
+    the file that views it; None for an empty tensor) and ``offset`` the tensor's first element in
+    it, 0-based (the file stores Torch's 1-based ``storageOffset``). Files written after
+    ``getParameters()`` keep every parameter in one storage; some computations read past a
+    tensor's end into it (texture_nets v1's batch norms, docs/real-models.md).
+    """
 
     torch_type: str  # e.g. "torch.FloatTensor"
     array: np.ndarray
+    storage: np.ndarray | None = field(default=None, repr=False, compare=False)
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -357,7 +366,14 @@ class CheckedBinaryReader(torchfile.T7Reader):
         view = np.lib.stride_tricks.as_strided(
             storage.array[offset:], shape=sizes, strides=[s * dtype.itemsize for s in strides], writeable=False
         )
-        return T7Tensor(class_name, np.array(view, dtype=dtype, order="C", copy=True))
+        return T7Tensor(class_name, np.array(view, dtype=dtype, order="C", copy=True), _read_only(storage.array),
+                        offset)
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 class CheckedAsciiReader(CheckedBinaryReader):

@@ -37,12 +37,21 @@ MAX_MODULES = 20_000
 _MISSING = object()
 
 
+@dataclass(frozen=True)
+class TensorStorage:
+    """Where a tensor field lives in the file: its flat storage (read-only) and its 0-based offset there."""
+
+    flat: np.ndarray
+    offset: int
+
+
 @dataclass(frozen=True, eq=False)
 class T7Module:
     torch_class: str
     lua_path: str
     fields: Mapping[str, Any] = field(repr=False)
     children: tuple[T7Module, ...] = ()
+    storages: Mapping[str, TensorStorage] = field(default_factory=dict, repr=False)
 
     # -- field access with errors that name the module ----------------------
     def array(self, name: str) -> np.ndarray:
@@ -80,6 +89,17 @@ class T7Module:
             raise T7ModelError(f"field '{name}' is not an integer: {value!r}", torch_class=self.torch_class,
                                lua_path=self.lua_path)
         return int(value)
+
+    def storage(self, name: str) -> TensorStorage:
+        """The flat storage behind tensor field ``name`` and the field's 0-based offset in it.
+
+        For computations that read past a tensor's end into the parameters that follow it in the
+        file's storage (texture_nets v1 batch norms declared with fewer features than channels)."""
+        found = self.storages.get(name)
+        if found is None:
+            raise T7ModelError(f"tensor field '{name}' has no storage in the file", torch_class=self.torch_class,
+                               lua_path=self.lua_path)
+        return found
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.fields.get(name)
@@ -170,19 +190,22 @@ def _to_module(obj: torchfile.TorchObject, lua_path: str, active: set[int], memo
     active.add(id(obj))
     try:
         fields: dict[str, Any] = {}
+        storages: dict[str, TensorStorage] = {}
         children: list[T7Module] = []
         for key, value in raw.items():
             name = key.decode("latin-1") if isinstance(key, bytes) else str(key)
             if name == "modules":
                 children = _children(value, class_name, lua_path, active, memo, count)
                 continue
+            if isinstance(value, T7Tensor) and value.storage is not None:
+                storages[name] = TensorStorage(value.storage, value.offset)
             try:
                 fields[name] = _plain(value, memo)
             except _LuaFunctionFound:
                 # A function field overrides behaviour with code this tool will never run.
                 raise T7ModelError(f"field '{name}' holds a Lua function (compiled code); this tool does not run "
                                    "code from model files", torch_class=class_name, lua_path=lua_path) from None
-        return T7Module(class_name, lua_path, fields, tuple(children))
+        return T7Module(class_name, lua_path, fields, tuple(children), storages)
     finally:
         active.discard(id(obj))
 
