@@ -18,7 +18,6 @@ NumPy and t7file only: the harness, the command line and the implementations may
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,39 +136,41 @@ def input_planes(root: T7Module) -> int:
 class NoiseModule:
     """A module that draws noise in a forward pass.
 
-    kind: "fill" (texture_nets' GenNoise: overwrites the last ``planes`` channels of its input with
-    U[0,1) noise, in place), or "planes" (the doodle's GenNoise: a new N x planes x H x W tensor of
-    N(0,1) noise times ``mult``, its input's values ignored). ``distribution`` is "uniform" or "normal".
+    kind "fill": texture_nets' GenNoise, which overwrites channels ``first_channel`` to
+    ``first_channel + planes - 1`` (0-based) of its input with U[0,1) noise, in place: channels
+    4-6 of a style net's 6-channel input (stylization.ipynb: ``output:narrow(2, 4, 3):uniform()``),
+    all of a texture net's (supplementary/utils.lua: ``output:uniform()``).
+    kind "planes": the doodle's GenNoise, a new N x planes x H x W tensor of N(0,1) noise times
+    ``mult``, its input's values ignored. ``distribution`` is "uniform" or "normal".
+    The array a noise module draws is N x planes x h x w, h x w its input's size.
     """
 
     lua_path: str
     kind: str
     planes: int
     distribution: str
+    first_channel: int = 0
     mult: float = 1.0
 
 
-# texture_nets' GenNoise writes three noise planes: channels 4-6 of a style net's 6-channel input,
-# all three of a texture net's.
-FILL_PLANES = 3
-
-
-def noise_modules(root: T7Module) -> list[NoiseModule]:
+def noise_modules(root: T7Module, family: Family | None = None) -> list[NoiseModule]:
     """Every noise-drawing module, in execution order (Concat runs its branches in order, so a
     pre-order walk is execution order). NoiseFill with 0 noise channels draws nothing."""
+    family = family or detect_family(root)
+    planes = input_planes(root)
     found = []
-    for module in _walk(root):
-        if module.torch_class == GEN_NOISE:
-            if _is_doodle_noise(module):
-                found.append(NoiseModule(module.lua_path, "planes", module.integer("num_planes"), "normal",
-                                         float(module.number("mult", 1.0))))
-            else:
-                found.append(NoiseModule(module.lua_path, "fill", FILL_PLANES, "uniform"))
+    for module in root.walk():
+        if module.torch_class != GEN_NOISE:
+            continue
+        if _is_doodle_noise(module):
+            found.append(NoiseModule(module.lua_path, "planes", module.integer("num_planes"), "normal",
+                                     mult=float(module.number("mult", 1.0))))
+        elif family.name == "v1-style":
+            found.append(NoiseModule(module.lua_path, "fill", 3, "uniform", first_channel=3))
+        else:
+            # The pyramid's pooling keeps the input's channels, so the whole input is the model input's planes.
+            found.append(NoiseModule(module.lua_path, "fill", planes, "uniform"))
     return found
-
-
-def _walk(root: T7Module) -> Iterator[T7Module]:
-    return root.walk()
 
 
 def _is_doodle_noise(module: T7Module) -> bool:

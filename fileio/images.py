@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract.families import JOHNSON, VGG_MEAN_BGR, Family
+from contract.families import JOHNSON, Family
 from contract.families import deprocess as family_deprocess
 from fileio.atomic import atomic_write, check_destination
 from fileio.errors import UserError

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contract.families import VGG_MEAN_BGR
 from fileio.atomic import atomic_write, atomic_write_bytes
 from fileio.errors import UserError
 from fileio.images import (
     MAX_PIXELS,
-    VGG_MEAN_BGR,
     deprocess,
     load_image,
     save_image,

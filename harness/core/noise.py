@@ -42,7 +42,8 @@ def noise_shapes(root: T7Module, input_shape: tuple[int, ...]) -> dict[str, tupl
     return shapes
 
 
-def draw_noise(root: T7Module, input_shape: tuple[int, ...], seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
+def draw_noise(root: T7Module, input_shape: tuple[int, ...], seed: int,
+               dtype: str = "float32") -> dict[str, np.ndarray]:
     """Every noise module's draw for an input of ``input_shape``, as Torch7 draws it after ``torch.manualSeed(seed)``.
 
     ``dtype`` is the tensor type the draws are stored in (Torch7 computes each value in double and
