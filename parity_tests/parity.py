@@ -11,7 +11,6 @@ with names that say which side is which. Tests are one line: ``assert_parity(...
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -20,7 +19,9 @@ import numpy as np
 
 from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL, ORACLE_NARROW_DIR
 from harness.core.compare import Comparison, Tolerance, compare
-from harness.core.tolerance import LayerBudget, instance_norm_statistics, layer_budgets, module_inputs, output_budget
+from harness.core.judge import PathVerdict, judge_path
+from harness.core.runs import cast_noise, forward, run_module
+from harness.core.tolerance import instance_norm_statistics, layer_budgets, module_inputs, output_budget
 from parity_tests.strategies import conv_module, full_conv_module, replication_pad_module, single_module_root
 from t7file import T7Module, load_module_tree, trace_paths
 
@@ -92,12 +93,26 @@ class CheckId:
 
 @dataclass(frozen=True)
 class PathResult:
+    """One judged path of one check (harness.core.judge's verdict). A path the backend did not trace is
+    "not compared" for drift; the suite's own backends must trace every path, so here it fails."""
+
     check: CheckId
-    comparison: Comparison
-    determined: bool
+    verdict: PathVerdict
+
+    @property
+    def comparison(self) -> Comparison:
+        comparison = self.verdict.comparison
+        if comparison is None:  # not compared / error: a failing comparison that says why
+            return compare(np.full((0,), np.nan), np.zeros(1), Tolerance(0.0), actual_name="(no value)",
+                           expected_name=JUDGE_NAME, where=f"{self.check}: {self.verdict.note}")
+        return comparison
+
+    @property
+    def determined(self) -> bool:
+        return self.verdict.determined
 
     def __bool__(self) -> bool:
-        return self.comparison.passed
+        return self.verdict.status in ("pass", "undetermined")
 
 
 def judge_trace(judge_runner, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -105,42 +120,48 @@ def judge_trace(judge_runner, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.n
 
 
 def check_trace(runner, root: T7Module, x: np.ndarray, reference_trace: dict[str, np.ndarray], *, dtype: str,
-                view: str, case: str, backend_name: str, statistics: str = "float64") -> list[PathResult]:
+                view: str, case: str, backend_name: str, statistics: str = "float64",
+                noise: dict[str, np.ndarray] | None = None) -> list[PathResult]:
     """Compare ``runner`` (a loaded backend) with the judge's trace at every traced Lua path, in order.
 
     ``statistics``: the backend's ``instance_norm_statistics`` (harness.core.tolerance.instance_norm_statistics);
-    the default is Torch7's double sums, the strict model.
+    the default is Torch7's double sums, the strict model. ``noise``: what the model's noise modules
+    draw (the judge's trace was made with the same arrays). Each path is judged by
+    harness.core.judge, as drift judges it.
     """
     budgets = layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics)
     paths = trace_paths(root)
+    noise = cast_noise(noise, dtype)
     if view == "accumulated":
-        output, trace = runner.forward(x.astype(dtype), trace=True)
+        output, trace = forward(runner, x.astype(dtype), trace=True, noise=noise)
     else:
         if not hasattr(runner, "run_module"):
             raise NotImplementedError(f"backend '{backend_name}' has no run_module: no isolated view")
         inputs = module_inputs(root, x, reference_trace)
         # Copies: a backend may run an in-place ReLU on the very array it is given (the judge's trace).
-        trace = {path: runner.run_module(path, np.array(inputs[path], dtype=dtype)) for path in paths}
+        trace = {path: run_module(runner, path, np.array(inputs[path], dtype=dtype), noise=noise) for path in paths}
+    return judge_arrays(root, budgets, reference_trace, trace, output if view == "accumulated" else None,
+                        view=view, case=case, name=f"{backend_name} {dtype}")
+
+
+def judge_arrays(root: T7Module, budgets, reference_trace: dict[str, np.ndarray], trace: dict[str, np.ndarray],
+                 output: np.ndarray | None, *, view: str, case: str, name: str) -> list[PathResult]:
+    """Judge already computed arrays (a trace, and the output when given) path by path, in execution order."""
+    dtype = next(iter(budgets.values())).dtype if budgets else "float64"
     results = []
-    for path in paths:
+    for path in trace_paths(root):
         budget = budgets[path]
-        tolerance = _tolerance(budget)
-        actual = trace.get(path, np.full((0,), np.nan))  # a missing key shows as a shape mismatch
-        comparison = compare(actual, reference_trace[path], tolerance, actual_name=f"{backend_name} {dtype}",
-                             expected_name=JUDGE_NAME,
+        verdict = judge_path(path, trace.get(path), reference_trace[path], budget.tolerance(), budget.determined,
+                             actual_name=name, expected_name=JUDGE_NAME,
                              where=f"{case}, {view}, Lua path {path} ({budget.torch_class})")
-        results.append(PathResult(CheckId(case, dtype, view, path), comparison, budget.determined))
-    if view == "accumulated":  # and the generator's output as forward returns it to a user
+        results.append(PathResult(CheckId(case, dtype, view, path), verdict))
+    if output is not None:  # the generator's output as forward returns it to a user
         budget = output_budget(root, budgets)
-        results.append(PathResult(CheckId(case, dtype, view, "output"), compare(
-            output, reference_trace[budget.lua_path], _tolerance(budget), actual_name=f"{backend_name} {dtype}",
-            expected_name=JUDGE_NAME, where=f"{case}, generator output (forward)"), budget.determined))
+        verdict = judge_path("output", output, reference_trace[budget.lua_path], budget.tolerance(),
+                             budget.determined, actual_name=name, expected_name=JUDGE_NAME,
+                             where=f"{case}, generator output (forward)")
+        results.append(PathResult(CheckId(case, dtype, view, "output"), verdict))
     return results
-
-
-def _tolerance(budget: LayerBudget) -> Tolerance:
-    """The budget's tolerance; an undetermined layer (ill-conditioned input) checks shape and finiteness only."""
-    return budget.tolerance() if budget.determined else Tolerance(math.inf, why=budget.tolerance().why)
 
 
 def failure_report(results: list[PathResult]) -> str:
@@ -268,8 +289,10 @@ def deprocess_results() -> list[PathResult]:
     results = []
     for name, (output, expected) in DEPROCESS_CASES.items():
         image = np.asarray(images.deprocess(output))
-        results.append(PathResult(CheckId("deprocess", "uint8", "image", name), compare(
-            image.astype(np.float64), expected.astype(np.float64), Tolerance(0.0, why="known answer, FACTS §2"),
-            actual_name="fileio.images.deprocess", expected_name="known image",
-            where=f"deprocess: {name}"), True))
+        comparison = compare(image.astype(np.float64), expected.astype(np.float64),
+                             Tolerance(0.0, why="known answer, docs/torch7-semantics.md (I/O contract)"),
+                             actual_name="fileio.images.deprocess", expected_name="known image",
+                             where=f"deprocess: {name}")
+        verdict = PathVerdict(name, "pass" if comparison.passed else "fail", comparison)
+        results.append(PathResult(CheckId("deprocess", "uint8", "image", name), verdict))
     return results

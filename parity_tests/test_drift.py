@@ -273,7 +273,7 @@ def test_json_validates_against_the_versioned_schema(report):
 
     data = json.loads(dumps(report))
     validate(data)
-    assert data["schema_version"] == "1.0" and schema()["properties"]["schema_version"]["pattern"] == r"^1\.[0-9]+$"
+    assert data["schema_version"] == "2.0" and schema()["properties"]["schema_version"]["pattern"] == r"^2\.[0-9]+$"
     seed = next(b for b in data["backends"] if b["backend"] == "tf-seed")
     assert seed["first_divergence"] == "3" and seed["first_divergence_reaching_output"] == "6"
     broken = json.loads(dumps(report))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.core.tolerance import layer_budgets, output_budget
+from harness.core.tolerance import layer_budgets
 from parity_tests.parity import MODELS, assert_parity, input_array, judge_trace, model_tree
 
 # No NVIDIA device node: skip before importing torch or tensorflow (seconds each) just to learn that.
@@ -69,19 +69,10 @@ def _torch_run_on_cuda(torch, runner, root, x: np.ndarray) -> tuple[np.ndarray, 
 
 def _results(root, x, reference_trace, trace, output, dtype, case, name):
     """Like parity.check_trace's accumulated view, on arrays already computed on the device."""
-    from harness.core.compare import compare
-    from parity_tests.parity import JUDGE_NAME, CheckId, PathResult, _tolerance
+    from parity_tests.parity import judge_arrays
 
     budgets = layer_budgets(root, x, reference_trace, dtype)
-    results = [PathResult(CheckId(case, dtype, "accumulated", path), compare(
-        trace.get(path, np.full((0,), np.nan)), reference_trace[path], _tolerance(budget), actual_name=name,
-        expected_name=JUDGE_NAME, where=f"{case}, Lua path {path}"), budget.determined)
-        for path, budget in budgets.items()]
-    last = output_budget(root, budgets)
-    results.append(PathResult(CheckId(case, dtype, "accumulated", "output"), compare(
-        output, reference_trace[last.lua_path], _tolerance(last), actual_name=name, expected_name=JUDGE_NAME,
-        where=f"{case}, output"), last.determined))
-    return results
+    return judge_arrays(root, budgets, reference_trace, trace, output, view="accumulated", case=case, name=name)
 
 
 def _rel(a: np.ndarray, e: np.ndarray) -> float:

@@ -150,6 +150,11 @@ def _flow(module: T7Module, x, trace: dict[str, np.ndarray], inputs: dict):
             value = _flow(child, value, trace, inputs)
     elif module.torch_class == "nn.ConcatTable":
         value = [_flow(child, x, trace, inputs) for child in module.children]
+    elif module.torch_class in ("nn.Concat", "nn.DepthConcat"):
+        # Every branch gets the same input; the Concat's own output is traced.
+        for child in module.children:
+            _flow(child, x, trace, inputs)
+        value = None
     elif module.torch_class == "nn.CAddTable":
         value = sum(x[1:], start=x[0])
     elif module.torch_class == "nn.Identity":
@@ -269,6 +274,11 @@ class _Walker:
         elif cls == "nn.Sequential":
             for child in module.children:
                 error, amplification = self.accumulated(child, error, amplification)
+        elif cls in ("nn.Concat", "nn.DepthConcat"):
+            # Branches side by side: each output element carries its own branch's error.
+            terms = [self.accumulated(branch, error, amplification) for branch in module.children]
+            error = max(term[0] for term in terms)
+            amplification = max(term[1] for term in terms)
         elif cls == "nn.Identity":
             pass
         else:
@@ -286,7 +296,7 @@ class _Walker:
             if module.lua_path not in self.traced:
                 continue
             error_in = self.u * _scale(self.inputs[module.lua_path])
-            if module.torch_class == "nn.Sequential":  # a residual block path runs the whole block
+            if module.torch_class in ("nn.Sequential", "nn.Concat", "nn.DepthConcat"):  # a container runs whole
                 sub = _Walker(self.trace, self.inputs, self.dtype, self.view, self.c, self.g_ordinary, self.statistics)
                 sub.traced = set()
                 error, amplification = sub.accumulated(module, error_in, 1.0)

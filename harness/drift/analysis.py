@@ -44,15 +44,20 @@ from typing import Any
 import numpy as np
 
 from contract import DTYPES, BackendError
+from contract.families import batchnorm_mode, detect_family, input_planes
 from harness.core.compare import Comparison, Tolerance, compare
 from harness.core.environment import collect_environment
+from harness.core.judge import PASSING, judge_path
+from harness.core.noise import NoiseError, noise_for_run
 from harness.core.registry import RunSpec, get_backend, parse_run_spec
+from harness.core.runs import cast_noise, forward, has_batch_norm, load_runner
+from harness.core.shapes import ShapeError
 from harness.core.tolerance import LayerBudget, instance_norm_statistics, iter_conditioned, layer_budgets, module_inputs
 from harness.drift.diagnose import Symptom, class_hint, diagnose
 from harness.drift.propagate import continue_from, input_sources
 from t7file import T7Module, load_module_tree, trace_paths
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 DEFAULT_BASELINE = "reference-float64"
 OUTPUT = "output"
 PROGRESS_SECONDS = 5.0
@@ -92,7 +97,9 @@ class LayerResult:
 
     status: "pass"; "fail" (out of tolerance, shape mismatch or NaN/Inf); "undetermined" (an
     ill-conditioned layer whose value the dtype does not determine: shape and finiteness passed);
-    "error" (the backend raised: ``error`` says what); "missing" (not in the backend's trace).
+    "error" (the backend raised: ``error`` says what); "not compared" (no value in the backend's trace:
+    an artefact that fused a pass-through module away; neither passes nor fails, and reports say so).
+    The verdicts come from harness.core.judge, shared with the test suite.
     comparison: the statistics (None for error/missing). determined: False for ill-conditioned layers.
     """
 
@@ -105,7 +112,7 @@ class LayerResult:
 
     @property
     def passed(self) -> bool:
-        return self.status in ("pass", "undetermined")
+        return self.status in PASSING
 
     def to_dict(self) -> dict:
         return {"lua_path": self.lua_path, "view": self.view, "status": self.status, "determined": self.determined,
@@ -250,12 +257,18 @@ class DriftReport:
 
 def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[str], *,
               baseline: str = DEFAULT_BASELINE, dtype: str = "float32", tree: T7Module | None = None,
-              input_source: str = "array", progress: Progress | None = None) -> DriftReport:
-    """Compare every backend in ``backends`` with ``baseline`` on input ``x`` (N×3×H×W, RGB in [0,1]).
+              input_source: str = "array", progress: Progress | None = None,
+              noise: dict[str, np.ndarray] | None = None, seed: int | None = None,
+              batchnorm: str | None = None) -> DriftReport:
+    """Compare every backend in ``backends`` with ``baseline`` on input ``x``: the tensor the model's
+    forward receives (N x C x H x W; contract.families.image_to_input makes it from a picture).
 
     ``model`` is handed to every backend's ``load``; ``tree`` is the Torch7 module tree that
     names the layers (default: ``model`` read as a .t7), needed when ``model`` is another
-    artefact. Raises BackendError for unknown backends or unsupported dtypes.
+    artefact. Models that draw noise get ``noise`` (checked against the model) or the noise
+    Torch7's generator draws after ``torch.manualSeed(seed)``: the same arrays for every backend.
+    ``batchnorm`` is the batch-norm mode (default: the family's). Raises BackendError for unknown
+    backends or unsupported dtypes.
     """
     say = progress or (lambda message: None)
     root = tree if tree is not None else (model if isinstance(model, T7Module) else load_module_tree(model))
@@ -268,18 +281,27 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     resolved = {spec.text: _resolve(spec) for spec in [base_spec, *specs]}
 
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise BackendError(f"the input must be N x 3 x H x W, got shape {x.shape}")
+    planes = input_planes(root)
+    if x.ndim != 4 or x.shape[1] != planes:
+        raise BackendError(f"the input must be N x {planes} x H x W for this model, got shape {x.shape}")
     # Every run sees the same numbers: round once to the least precise dtype of the run.
     run_dtypes = {spec.dtype for spec in [base_spec, *specs]}
     rounded_to = "float32" if "float32" in run_dtypes else "float64"
     x = x.astype(rounded_to).astype(np.float64)
+    noise_given = noise is not None
+    try:
+        noise = {path: array.astype(np.float64) for path, array in
+                 noise_for_run(root, x.shape, seed=seed, noise=noise, dtype=rounded_to).items()}
+    except (NoiseError, ShapeError) as error:
+        raise BackendError(str(error)) from None
+    batchnorm = batchnorm or batchnorm_mode(root)
 
     say(f"baseline {base_spec.label}: running with a trace")
     started = time.perf_counter()
     # The baseline reads the module tree: --model may be an artefact only the diagnosed backends read.
-    base_runner = resolved[base_spec.text].load(root, base_spec.dtype)
-    base_output, base_trace = base_runner.forward(x.astype(base_spec.dtype), trace=True)
+    base_runner = load_runner(resolved[base_spec.text], root, base_spec.dtype, batchnorm=batchnorm)
+    base_output, base_trace = forward(base_runner, x.astype(base_spec.dtype), trace=True,
+                                      noise=cast_noise(noise, base_spec.dtype))
     paths = trace_paths(root)
     missing = [p for p in paths if p not in base_trace]
     if missing:
@@ -299,7 +321,7 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     layers = [_layer_info(root.find(p), sources[p], base_trace[p], budgets[keys[base_spec.text]]["accumulated"][p])
               for p in paths]
     context = _Context(root, paths, base_spec, base_trace, base_output, inputs, sources, budgets, output_path,
-                       getattr(base_runner, "run_module", None), say, keys)
+                       getattr(base_runner, "run_module", None), say, keys, noise, batchnorm)
 
     results = []
     for index, spec in enumerate(specs, start=1):
@@ -308,9 +330,10 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
 
     environment = collect_environment({spec.text: resolved[spec.text] for spec in [base_spec, *specs]})
     return DriftReport(
-        model=_model_info(model, root),
+        model={**_model_info(model, root), "batchnorm": batchnorm if has_batch_norm(root) else None},
         input={"source": input_source, "shape": list(x.shape), "rounded_to": rounded_to,
-               "min": float(x.min()), "max": float(x.max())},
+               "min": float(x.min()), "max": float(x.max()),
+               "noise": _noise_info(noise, seed, injected=noise_given)},
         baseline={"spec": base_spec.text, "backend": base_spec.backend, "dtype": base_spec.dtype,
                   "label": base_spec.label, "output_shape": list(base_output.shape)},
         layers=layers, backends=results, notes=_notes(budgets, [keys[spec.text] for spec in specs], layers),
@@ -333,6 +356,11 @@ class _Context:
     base_run_module: Callable[[str, np.ndarray], np.ndarray] | None
     say: Progress
     budget_keys: dict[str, tuple[str, str]]  # spec.text -> (dtype, instance_norm_statistics)
+    noise: dict[str, np.ndarray]  # float64 copies of the one draw every run gets, by Lua path
+    batchnorm: str
+
+    def noise_for(self, dtype: str) -> dict[str, np.ndarray]:
+        return cast_noise(self.noise, dtype)
 
     def tolerance(self, spec: RunSpec, view: str, path: str) -> tuple[Tolerance, bool]:
         """The backend's budget plus the baseline's own (both sides carry rounding), and 'determined'."""
@@ -353,14 +381,14 @@ def _resolve(spec: RunSpec):
 def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> BackendDrift:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    runner = backend.load(model, spec.dtype)
+    runner = load_runner(backend, model, spec.dtype, root=ctx.root, batchnorm=ctx.batchnorm)
     seconds["load"] = time.perf_counter() - started
     arrays: dict[str, np.ndarray] = {}
 
     # Accumulated view: one end-to-end run, compared layer by layer, then dropped.
     started = time.perf_counter()
     try:
-        output, trace = runner.forward(x.astype(spec.dtype), trace=True)
+        output, trace = forward(runner, x.astype(spec.dtype), trace=True, noise=ctx.noise_for(spec.dtype))
     except Exception as error:
         message = _one_line(error)
         accumulated = [LayerResult(p, "accumulated", "error", None, error=message) for p in ctx.paths]
@@ -372,7 +400,7 @@ def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> B
         arrays["output"] = np.asarray(output)
     seconds["forward"] = time.perf_counter() - started
     passed_at = {r.lua_path: r.passed for r in accumulated}
-    onsets = [r.lua_path for r in accumulated if not r.passed and r.status != "missing"
+    onsets = [r.lua_path for r in accumulated if not r.passed
               and (ctx.sources[r.lua_path] is None or passed_at[ctx.sources[r.lua_path]])]
 
     divergences: list[Divergence] = []
@@ -403,7 +431,8 @@ def _isolated_view(ctx: _Context, spec: RunSpec, run_module, arrays: dict):
     last_report = started
     for count, path in enumerate(ctx.paths, start=1):
         try:
-            value = run_module(path, ctx.inputs[path].astype(spec.dtype))
+            value = run_one_module(run_module, path, ctx.inputs[path].astype(spec.dtype),
+                                   ctx.noise_for(spec.dtype))
         except Exception as error:
             results.append(LayerResult(path, "isolated", "error", None, error=_one_line(error)))
             continue
@@ -418,18 +447,13 @@ def _isolated_view(ctx: _Context, spec: RunSpec, run_module, arrays: dict):
 
 
 def _judge(ctx: _Context, spec: RunSpec, view: str, path: str, value) -> LayerResult:
-    if value is None:
-        return LayerResult(path, view, "missing", None, error=f"no value for Lua path {path} in the backend's trace")
     budget_path = ctx.output_path if path == OUTPUT else path
     expected = ctx.base_output if path == OUTPUT else ctx.base_trace[path]
     tolerance, determined = ctx.tolerance(spec, view, budget_path)
-    comparison = compare(np.asarray(value), expected, tolerance, actual_name=spec.label,
-                         expected_name=ctx.base_spec.label, where=path)
-    if comparison.passed:
-        return LayerResult(path, view, "pass", comparison)
-    if not determined and comparison.shape_actual == comparison.shape_expected and not comparison.nonfinite_actual:
-        return LayerResult(path, view, "undetermined", comparison, determined=False)
-    return LayerResult(path, view, "fail", comparison, determined=determined)
+    verdict = judge_path(path, value, expected, tolerance, determined, actual_name=spec.label,
+                         expected_name=ctx.base_spec.label)
+    return LayerResult(path, view, verdict.status, verdict.comparison, determined=verdict.determined,
+                       error=verdict.note)
 
 
 def _divergence(ctx: _Context, spec: RunSpec, view: str, path: str, value: np.ndarray, arrays: dict) -> Divergence:
@@ -459,7 +483,8 @@ def _propagate(ctx: _Context, spec: RunSpec, path: str, value: np.ndarray):
                 agreed.append(traced_path)
 
     def run_leaf(lua_path: str, x: np.ndarray) -> np.ndarray:
-        return np.asarray(ctx.base_run_module(lua_path, x.astype(ctx.base_spec.dtype)), dtype=np.float64)
+        return np.asarray(run_one_module(ctx.base_run_module, lua_path, x.astype(ctx.base_spec.dtype),
+                                         ctx.noise_for(ctx.base_spec.dtype)), dtype=np.float64)
 
     try:
         output = continue_from(ctx.root, path, value, ctx.inputs, run_leaf, check)
@@ -526,7 +551,7 @@ def _model_info(model, root: T7Module) -> dict[str, Any]:
     else:
         layout = "unknown"
     return {"source": "in-memory module tree" if isinstance(model, T7Module) else str(model), "layout": layout,
-            "modules": sum(1 for _ in root.walk()) - 1}
+            "family": detect_family(root).name, "modules": sum(1 for _ in root.walk()) - 1}
 
 
 def _notes(budgets, keys: list[tuple[str, str]], layers: list[LayerInfo]) -> list[str]:
@@ -547,6 +572,18 @@ def _notes(budgets, keys: list[tuple[str, str]], layers: list[LayerInfo]) -> lis
                          f"(first: {undetermined[0]}): only shape and finiteness are checked there.")
             notes.append(note)
     return notes
+
+
+def run_one_module(run_module, lua_path: str, x: np.ndarray, noise: dict[str, np.ndarray]) -> np.ndarray:
+    """``run_module(lua_path, x)``, with ``noise=`` when the model draws noise (contract/protocol.py)."""
+    return run_module(lua_path, x, noise=noise) if noise else run_module(lua_path, x)
+
+
+def _noise_info(noise: dict[str, np.ndarray], seed: int | None, injected: bool) -> dict[str, Any] | None:
+    if not noise:
+        return None
+    source = "injected" if injected else f"drawn by Torch7's CPU generator after torch.manualSeed({seed or 0})"
+    return {"source": source, "modules": {path: list(array.shape) for path, array in noise.items()}}
 
 
 def _one_line(error: BaseException) -> str:

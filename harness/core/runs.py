@@ -1,0 +1,60 @@
+"""Calling a backend through the contract: load, forward and run_module with their optional arguments.
+
+The protocol's optional arguments (``batchnorm`` at load, ``noise`` at forward and run_module) are
+passed only when they mean something for the model at hand, so a plug-in written for noise-free
+generators keeps working unchanged (contract/protocol.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contract import BackendError
+from contract.families import BATCH_NORMS
+from t7file import T7Module
+
+
+def has_batch_norm(root: T7Module) -> bool:
+    return any(module.torch_class in BATCH_NORMS for module in root.walk())
+
+
+def load_runner(backend: Any, model: str | Path | T7Module, dtype: str, *, root: T7Module | None = None,
+                batchnorm: str | None = None) -> Any:
+    """``backend.load(model, dtype)``, with ``batchnorm=`` when the model has batch norms and a mode is given."""
+    if dtype not in backend.dtypes:
+        raise BackendError(f"backend '{backend.name}' supports {', '.join(backend.dtypes)}, not {dtype}")
+    tree = root if root is not None else (model if isinstance(model, T7Module) else None)
+    if batchnorm is not None and (tree is None or has_batch_norm(tree)):
+        try:
+            return backend.load(model, dtype, batchnorm=batchnorm)
+        except TypeError as error:
+            if "batchnorm" not in str(error):
+                raise
+            raise BackendError(f"backend '{backend.name}' cannot run batch norms in a chosen mode (its load() takes "
+                               "no batchnorm argument), and this model has batch norms") from None
+    return backend.load(model, dtype)
+
+
+def forward(runner: Any, x: np.ndarray, *, trace: bool = False,
+            noise: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``runner.forward(x, trace=...)``, with ``noise=`` when the model draws noise."""
+    if noise:
+        return runner.forward(x, trace=trace, noise=dict(noise))
+    return runner.forward(x, trace=trace)
+
+
+def run_module(runner: Any, lua_path: str, x: np.ndarray, *, noise: Mapping[str, np.ndarray] | None = None
+               ) -> np.ndarray:
+    """``runner.run_module(lua_path, x)``, with ``noise=`` when the model draws noise."""
+    if noise:
+        return runner.run_module(lua_path, x, noise=dict(noise))
+    return runner.run_module(lua_path, x)
+
+
+def cast_noise(noise: Mapping[str, np.ndarray] | None, dtype: str) -> dict[str, np.ndarray]:
+    """The noise in a run's dtype (drawn or injected once; every backend gets the same values)."""
+    return {path: np.asarray(array, dtype=dtype) for path, array in (noise or {}).items()}
