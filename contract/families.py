@@ -200,29 +200,49 @@ def image_to_input(image: np.ndarray, family: Family, planes: int | None = None)
     return image
 
 
-def mask_to_input(mask_rgb: np.ndarray, colours: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+def mask_to_input(mask_rgb: np.ndarray, colours: int,
+                  palette: np.ndarray | None = None) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
     """An RGB mask (N x 3 x H x W in [0,1]) -> (one-hot N x colours x H x W / 10, the palette used).
 
-    The rule (docs/real-models.md): the palette is the mask's ``colours`` most frequent colours,
-    ordered by frequency (ties by colour value); every pixel goes to the nearest palette colour
-    (Euclidean in RGB). apply.lua clusters the doodle with k-means instead; on a clean mask with
-    at most ``colours`` flat colours both give the same partition, and channel i is the i-th most
-    frequent colour. Divided by 10 as apply.lua does.
+    The rule of online-neural-doodle's apply.py: every pixel goes to the nearest palette colour
+    (Euclidean distance in 0-255 RGB, k-means' predict with fixed centroids), channel i is palette
+    colour i, and apply.lua divides the one-hot mask by 10. ``palette`` is the model's
+    (``gen_doodles.hdf5colors.npy``, kept in the zoo catalogue); without one, the mask's ``colours``
+    most frequent colours are used, most frequent first (ties by colour value).
     """
     mask = np.asarray(mask_rgb, dtype=np.float64)
     if mask.ndim != 4 or mask.shape[1] != 3:
         raise ValueError(f"expected an N x 3 x H x W RGB mask, got shape {mask.shape}")
-    pixels = np.round(mask * 255).astype(np.int64).transpose(0, 2, 3, 1).reshape(-1, 3)
-    values, counts = np.unique(pixels, axis=0, return_counts=True)
-    order = np.lexsort((values[:, 2], values[:, 1], values[:, 0], -counts))
-    palette = values[order[:colours]]
+    pixels = (mask * 255).transpose(0, 2, 3, 1).reshape(-1, 3)
+    if palette is None:
+        values, counts = np.unique(np.round(pixels).astype(np.int64), axis=0, return_counts=True)
+        order = np.lexsort((values[:, 2], values[:, 1], values[:, 0], -counts))
+        palette = values[order[:colours]].astype(np.float64)
+    palette = np.asarray(palette, dtype=np.float64)
+    if palette.shape != (colours, 3):
+        raise ValueError(f"the palette has shape {palette.shape}; this model takes {colours} colours")
     distance = ((pixels[:, None, :] - palette[None, :, :]) ** 2).sum(axis=2)
     nearest = np.argmin(distance, axis=1)
     n, _, h, w = mask.shape
     one_hot = np.zeros((n * h * w, colours), dtype=np.float64)
     one_hot[np.arange(n * h * w), nearest] = 1.0
     x = one_hot.reshape(n, h, w, colours).transpose(0, 3, 1, 2) / 10.0
-    return np.ascontiguousarray(x), [tuple(int(v) for v in colour) for colour in palette]
+    return np.ascontiguousarray(x), [tuple(round(float(v)) for v in colour) for colour in palette]
+
+
+def input_picture(x: np.ndarray, family: Family) -> np.ndarray:
+    """The picture a model input stands for, as N x 3 x H x W RGB in [0,1], for reports: the image a
+    style net was given (its first three channels; flipped back from BGR for the demos), the mask of
+    the doodle net drawn in grey levels by channel, black for a texture net's zeros."""
+    x = np.asarray(x, dtype=np.float64)
+    if family.name == "demos":
+        return x[:, ::-1]
+    if family.name == "doodle":
+        level = np.argmax(x, axis=1)[:, None].astype(np.float64) / max(1, x.shape[1] - 1)
+        return np.repeat(level, 3, axis=1)
+    if x.shape[1] >= 3:
+        return np.clip(x[:, :3], 0.0, 1.0)
+    return np.repeat(x[:, :1], 3, axis=1)
 
 
 def deprocess(output: np.ndarray, family: Family = JOHNSON) -> np.ndarray:

@@ -122,9 +122,13 @@ def _strip(report: DriftReport, backend: BackendDrift, output: np.ndarray, stem:
     sample = 0
     if comparison is not None and comparison.worst_index:
         sample = min(comparison.worst_index[0], x.shape[0] - 1, output.shape[0] - 1)
-    input_rgb = np.round(np.clip(x[sample], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
-    base_rgb = _stylized(base_output[sample])
-    mine_rgb = _stylized(output[sample])
+    from contract.families import input_picture
+
+    family = _family(report)
+    shown = input_picture(x[sample:sample + 1], family)[0]
+    input_rgb = np.round(np.clip(shown, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    base_rgb = _stylized(base_output[sample], family)
+    mine_rgb = _stylized(output[sample], family)
     h = min(output.shape[2], base_output.shape[2])
     w = min(output.shape[3], base_output.shape[3])
     raw = np.abs(output[sample, :, :h, :w] - base_output[sample, :, :h, :w])[::-1]  # BGR -> RGB
@@ -138,11 +142,17 @@ def _strip(report: DriftReport, backend: BackendDrift, output: np.ndarray, stem:
     return _picture(f"{stem}_strip", strip_rgb([input_rgb, base_rgb, mine_rgb, diff_rgb]), backend, "strip", caption)
 
 
-def _stylized(output: np.ndarray) -> np.ndarray:
-    """3 x H x W VGG-space output -> H x W x 3 uint8 as test.lua saves it; NaN/Inf drawn black."""
+def _stylized(output: np.ndarray, family) -> np.ndarray:
+    """3 x H x W VGG-space output -> H x W x 3 uint8 as the family's script shows it; NaN/Inf drawn black."""
     from fileio.images import deprocess
 
-    return deprocess(np.nan_to_num(output, nan=-1e3, posinf=-1e3, neginf=-1e3)[None])
+    return deprocess(np.nan_to_num(output, nan=-1e3, posinf=-1e3, neginf=-1e3)[None], family)
+
+
+def _family(report: DriftReport):
+    from contract.families import FAMILIES, JOHNSON
+
+    return FAMILIES.get(report.model.get("family", ""), JOHNSON)
 
 
 def _picture(name: str, rgb: np.ndarray, backend: BackendDrift, kind: str, caption: str) -> Picture:
