@@ -11,6 +11,9 @@ and, optionally (the harness reads each with a default):
     framework: str                   # the importable module it needs ("torch", "onnxruntime"); default "numpy"
     faithful: bool                   # claims to compute what Torch7 computes; False for a reproduction of a
                                      # known-flawed port (tf-seed), whose deviations are reported, not failed
+    external_port: bool              # the arithmetic is a port written by others (OpenCV's importer), run
+                                     # through an adapter: its drift is a finding about that port, reported
+                                     # by drift/verify, never a failure of this project's demo or suite
     instance_norm_statistics: str    # how it sums instance/batch-norm plane statistics: "float64" (Torch7's
                                      # accreal, the default) or "float32" (TF Lite has no float64 reductions)
     supported_classes: frozenset[str]  # Torch7 classes it can run (None or absent: unknown, just try)
@@ -93,6 +96,11 @@ def backend_framework(backend: Any) -> str:
 def backend_is_faithful(backend: Any) -> bool:
     """Whether a backend claims Torch7's semantics (``faithful``); True when it does not say."""
     return bool(getattr(backend, "faithful", True))
+
+
+def backend_is_external(backend: Any) -> bool:
+    """Whether a backend runs someone else's port (``external_port``); False when it does not say."""
+    return bool(getattr(backend, "external_port", False))
 
 
 def backend_statistics(backend: Any) -> str:

@@ -20,7 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from contract import DTYPES, BackendError
-from contract.protocol import Backend, backend_framework, backend_is_faithful
+from contract.protocol import Backend, backend_framework, backend_is_external, backend_is_faithful
 
 ENTRY_POINT_GROUP = "texture_nets.backends"
 
@@ -122,6 +122,13 @@ def is_faithful(name: str) -> bool:
     if entry is not None:
         return entry.faithful
     return backend_is_faithful(get_backend(name))
+
+
+def is_external(name: str) -> bool:
+    """Whether the backend called ``name`` runs a port written by others (never true of a built-in)."""
+    if name in BUILTIN:
+        return False
+    return backend_is_external(get_backend(name))
 
 
 def get_backend(spec: str) -> Backend:

@@ -9,7 +9,8 @@ output again (absorbed by the norm's mean subtraction); one at the last convolut
 
 Containers are interpreted here, as Torch7 defines them (nn.Sequential chains, nn.ConcatTable
 feeds its input to every member and returns the list, nn.CAddTable sums it, nn.Identity
-repeats it); only leaf modules are run by the baseline.
+repeats it, nn.Concat feeds every branch and joins their outputs along the channels in the first
+branch's shape, docs/real-models.md); only leaf modules are run by the baseline.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from t7file import T7Module, trace_paths
 
 RunLeaf = Callable[[str, np.ndarray], np.ndarray]
 OnTraced = Callable[[str, np.ndarray], None]
-CONTAINERS = frozenset({"nn.Sequential", "nn.ConcatTable", "nn.CAddTable", "nn.Identity"})
+CONCATS = frozenset({"nn.Concat", "nn.DepthConcat"})
+CONTAINERS = frozenset({"nn.Sequential", "nn.ConcatTable", "nn.CAddTable", "nn.Identity", *CONCATS})
 
 
 def input_sources(root: T7Module) -> dict[str, str | None]:
@@ -42,6 +44,10 @@ def input_sources(root: T7Module) -> dict[str, str | None]:
             for child in module.children:
                 visit(child, source)
             result = None  # a table: only a CAddTable consumes it, and a traced block records the sum
+        elif cls in CONCATS:
+            for child in module.children:
+                visit(child, source)
+            result = source  # the joined output is the Concat's own (traced) value
         elif cls == "nn.Identity":
             result = source
         else:
@@ -68,6 +74,8 @@ def evaluate(module: T7Module, x, run_leaf: RunLeaf, on_traced: OnTraced | None,
         value = _add(x)
     elif cls == "nn.Identity":
         value = x
+    elif cls in CONCATS:
+        value = _join([evaluate(child, x, run_leaf, on_traced, traced) for child in module.children])
     else:
         value = run_leaf(module.lua_path, x)
     if on_traced is not None and module.lua_path in traced:
@@ -97,6 +105,10 @@ def continue_from(root: T7Module, path: str, value: np.ndarray, module_inputs: d
                 members.append(current if i == index else
                                evaluate(member, module_inputs[parent.lua_path], run_leaf, on_traced, traced))
             current = members
+        elif parent.torch_class in CONCATS:
+            current = _join([current if i == index else
+                             evaluate(member, module_inputs[parent.lua_path], run_leaf, on_traced, traced)
+                             for i, member in enumerate(parent.children)])
         else:
             raise ValueError(f"cannot continue through {parent.torch_class} at {parent.lua_path!r}")
         if on_traced is not None and parent.lua_path in traced:
@@ -118,6 +130,19 @@ def _ancestors(root: T7Module, path: str) -> list[T7Module]:
             raise KeyError(path)
         chain.append(module)
     return chain
+
+
+def _join(branches: list[np.ndarray]) -> np.ndarray:
+    """nn.Concat(2): the first branch's shape with the channels summed; each branch copied into its slice
+    in row-major order (Torch's copy checks the element count only)."""
+    n, _, h, w = branches[0].shape
+    parts = []
+    for branch in branches:
+        if branch.shape[0] != n or branch.shape[2] * branch.shape[3] != h * w:
+            raise ValueError(f"nn.Concat: a branch gives {branch.shape}, the first {branches[0].shape} "
+                             "(sizes do not match)")
+        parts.append(np.asarray(branch).reshape(n, branch.shape[1], h, w))
+    return np.concatenate(parts, axis=1)
 
 
 def _add(values) -> np.ndarray:
