@@ -27,8 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="stylize the bundled photo and synthesize a texture with real trained models, every installed backend, "
         "and show how far each is from the reference",
-        description="The main job on the bundled defaults: stylize the bundled photo with texture_nets' v1 Starry Night "
-        "net, synthesize a pebble texture with its v1 texture net, and run the bundled johnson generator "
+        description="The main job on the bundled defaults: stylize the bundled photo with texture_nets' v1 Starry "
+        "Night net, synthesize a pebble texture with its v1 texture net, and run the bundled johnson generator "
         "through the published TensorFlow port's reproduction (tf-seed), each with every installed backend; "
         "compare every layer with the float64 NumPy reference, print the findings and write an HTML page with "
         "the pictures and the parity table (index.html) plus a full drift report per model. Exit status 0 "
