@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reference.network import DTYPES, Network, load_network
+from reference.network import DTYPES, SUPPORTED_CLASSES, Network, load_network
 from t7file import T7Module
 
 
@@ -14,6 +14,9 @@ class ReferenceBackend:
     name = "reference"
     dtypes: tuple[str, ...] = DTYPES
     framework = "numpy"
+    supported_classes = frozenset(SUPPORTED_CLASSES)
 
-    def load(self, model: str | Path | T7Module, dtype: str) -> Network:
-        return load_network(model, dtype)
+    def load(self, model: str | Path | T7Module, dtype: str, *, batchnorm: str | None = None) -> Network:
+        """``batchnorm``: "train" (batch statistics) or "evaluate" (running statistics); None: the model
+        family's convention (contract.families.batchnorm_mode)."""
+        return load_network(model, dtype, batchnorm)

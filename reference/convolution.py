@@ -8,6 +8,12 @@ temporaries stay small. Torch's order of operations is kept where it is cheap
 two row blocks meet); what differs is the BLAS's own blocking of each dot
 product. Measured against Torch7 single modules: float64 <= 5e-16 relative,
 float32 <= 6e-7 relative.
+
+Fast-path settings (module attributes, read at every call; tests set them small to force every
+branch on tiny inputs, parity_tests/test_reference_fast_paths.py): ``UNFOLD_BLOCK_BYTES``,
+``COL2IM_BLOCK_BYTES`` and ``CONV_ALGORITHM`` ("auto", "unfold" or "output_taps"; ``conv2d``'s
+``algorithm`` argument overrides it). The plain definitions they must agree with are in
+:mod:`reference.definitions`.
 """
 
 from __future__ import annotations
@@ -23,14 +29,20 @@ from reference.parallel import parallel_ranges
 UNFOLD_BLOCK_BYTES = 16 * 2**20
 # The same bound for the transposed convolution's per-block GEMM output.
 COL2IM_BLOCK_BYTES = 16 * 2**20
+# How conv2d computes: "auto" picks by shape (see conv2d), or always "unfold" / "output_taps".
+CONV_ALGORITHM = "auto"
+ALGORITHMS = ("auto", "unfold", "output_taps")
 
 
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-           stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0)) -> np.ndarray:
+           stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
+           algorithm: str | None = None) -> np.ndarray:
     """Torch7 ``nn.SpatialConvolution``: cross-correlation of (N, C, H, W) with (nOut, C, kH, kW).
 
     ``stride`` and ``padding`` are (H, W) here (Torch's constructor takes W first).
-    Zero padding is symmetric; ``out = floor((H + 2p - k) / s) + 1``.
+    Zero padding is symmetric; ``out = floor((H + 2p - k) / s) + 1``. ``algorithm`` (default
+    ``CONV_ALGORITHM``): "auto" takes the output-taps GEMM for stride 1 with fewer output than
+    input planes and the unfold otherwise; "output_taps" needs stride 1.
     """
     squeeze = x.ndim == 3
     if squeeze:
@@ -46,7 +58,14 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     out_h, out_w = (height - k_h) // s_h + 1, (width - k_w) // s_w + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"a {k_h}x{k_w} kernel does not fit a {height}x{width} (padded) input")
-    if stride == (1, 1) and n_out < n_in:
+    algorithm = CONV_ALGORITHM if algorithm is None else algorithm
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown convolution algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+    if algorithm == "auto":
+        algorithm = "output_taps" if tuple(stride) == (1, 1) and n_out < n_in else "unfold"
+    if algorithm == "output_taps":
+        if tuple(stride) != (1, 1):
+            raise ValueError("the output-taps convolution needs stride 1")
         out = _conv_by_output_taps(x, weight, out_h, out_w)
     else:
         out = _conv_by_unfold(x, weight, stride, out_h, out_w)

@@ -1,4 +1,4 @@
-"""texture_nets' nn.InstanceNormalization in NumPy."""
+"""texture_nets' nn.InstanceNormalization and nn.SpatialBatchNormalization in NumPy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def instance_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | N
 
     So each (sample, channel) plane is normalised by its own mean and biased
     variance, ``y = (x - mean) / sqrt(var + eps) * w + b``; running statistics are
-    never used (FACTS §2). The arithmetic mirrors THNN BatchNormalization.c: sums
+    never used (docs/torch7-semantics.md). The arithmetic mirrors THNN BatchNormalization.c: sums
     accumulated in double (``accreal``), ``mean = (real) sum / n`` and the centred
     squares in the tensor's own type, ``invstd = (real)(1 / sqrt(sum/n + eps))``
     in double, and ``((x - mean) * invstd) * w + b`` in the tensor's type. One
@@ -80,3 +80,67 @@ def _sum_planes(planes: np.ndarray, scratch: np.ndarray | None = None) -> np.nda
     if planes.dtype == np.float64:
         return np.cumsum(planes, axis=-1, out=scratch)[..., -1].copy()
     return planes.sum(axis=-1, dtype=np.float64)
+
+
+def batch_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float, *,
+               running_mean: np.ndarray | None = None, running_var: np.ndarray | None = None,
+               in_place: bool = False) -> np.ndarray:
+    """Torch7 ``nn.SpatialBatchNormalization`` on N x C x H x W, THNN BatchNormalization.c's arithmetic.
+
+    Train mode (no running statistics given): per channel, the statistics of this batch over
+    (n, h, w) — a double sum; ``mean = (real) sum / count``; the double sum of the ``real``
+    squares of ``x - mean``; ``invstd = (real)(1 / sqrt(ss / count + eps))`` (0 when ss and eps
+    are both 0). Evaluate mode: ``mean = running_mean``, ``invstd = (real)(1 / sqrt(running_var +
+    eps))`` in double (``running_var`` is already a variance). Then ``((x - mean) * invstd) * w +
+    b`` in the tensor's type; without weight/bias w is 1 and b 0 (docs/real-models.md).
+    ``weight``/``bias`` hold one value per input channel (the caller resolves the v1 nets'
+    aliased reads). ``in_place`` reuses ``x`` (an array the caller owns) for the output.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"batch normalization expects N x C x H x W, got shape {x.shape}")
+    batch, channels, height, width = x.shape
+    dtype = x.dtype.type
+    if running_mean is None:
+        # A channel's values over (n, h, w) in Torch's order: a view for one sample, else a copy.
+        rows = x.reshape(channels, height * width) if batch == 1 else \
+            x.transpose(1, 0, 2, 3).reshape(channels, batch * height * width)
+        mean, invstd = _batch_statistics(rows, eps)
+    else:
+        mean = np.asarray(running_mean).astype(dtype)
+        invstd = (1.0 / np.sqrt(np.asarray(running_var, dtype=np.float64) + eps)).astype(dtype)
+    out = x if in_place else np.empty_like(x)
+
+    def normalise(start: int, stop: int) -> None:
+        block = out[:, start:stop]
+        np.subtract(x[:, start:stop], mean[start:stop, None, None], out=block)
+        block *= invstd[start:stop, None, None]
+        if weight is not None:
+            block *= weight[start:stop, None, None].astype(dtype, copy=False)
+        if bias is not None:
+            block += bias[start:stop, None, None].astype(dtype, copy=False)
+
+    parallel_ranges(channels, batch * height * width, normalise)
+    return out
+
+
+def _batch_statistics(rows: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row (mean, invstd) in the rows' type, THNN's train-mode arithmetic (see :func:`batch_norm`)."""
+    channels, count = rows.shape
+    dtype = rows.dtype.type
+    mean = np.empty(channels, dtype=rows.dtype)
+    invstd = np.empty(channels, dtype=rows.dtype)
+
+    def statistics(start: int, stop: int) -> None:
+        block = rows[start:stop]
+        scratch = np.empty(block.shape, dtype=np.float64) if rows.dtype == np.float64 else None
+        mean[start:stop] = (_sum_planes(block, scratch).astype(dtype) / dtype(count)).astype(dtype)
+        squares = np.square(block - mean[start:stop, None])  # rounded in the rows' type, as THNN's real product
+        square_sums = _sum_planes(squares, squares if scratch is not None else None)
+        with np.errstate(divide="ignore"):
+            values = 1.0 / np.sqrt(square_sums / count + eps)
+        if eps == 0.0:
+            values[square_sums == 0] = 0.0  # THNN: "if (sum == 0 && eps == 0.0) invstd = 0"
+        invstd[start:stop] = values.astype(dtype)
+
+    parallel_ranges(channels, count, statistics)
+    return mean, invstd

@@ -178,8 +178,8 @@ def _rounding_reference(case: Case):
     """(float64 output, float64 trace, rounding output, rounding trace) on the case's input and noise."""
     from contract.families import batchnorm_mode
     from harness.core.noise import noise_for_run
+    from harness.core.registry import get_backend
     from harness.core.runs import forward, load_runner
-    from reference.backend import ReferenceBackend
     from t7file import load_module_tree
 
     root = load_module_tree(case.model)
@@ -187,11 +187,12 @@ def _rounding_reference(case: Case):
     # The numbers every run of the case saw: the input and noise rounded to the case's dtype (as drift does).
     x = np.asarray(case.x, dtype=np.float64).astype(case.dtype).astype(np.float64)
     noise = noise_for_run(root, x.shape, seed=case.seed, noise=case.noise, dtype=case.dtype)
-    exact = load_runner(ReferenceBackend(), root, "float64", batchnorm=mode)
+    judge = get_backend("reference")  # the float64 reference, through the registry like every backend
+    exact = load_runner(judge, root, "float64", batchnorm=mode)
     base_output, base_trace = forward(exact, x, trace=True, noise={k: v.astype(np.float64) for k, v in noise.items()})
     if case.truth is not None:
         return base_output, base_trace, case.truth.output, case.truth.trace
-    float32 = load_runner(ReferenceBackend(), root, "float32", batchnorm=mode)
+    float32 = load_runner(judge, root, "float32", batchnorm=mode)
     output, trace = forward(float32, x.astype(np.float32), trace=True,
                             noise={k: v.astype(np.float32) for k, v in noise.items()})
     return base_output, base_trace, output, trace
