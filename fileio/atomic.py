@@ -24,12 +24,22 @@ def check_destination(path: str | Path) -> Path:
         raise UserError(f"cannot write {path}: it is a directory")
     parent = path.parent
     if not parent.is_dir():
-        raise UserError(f"cannot write {path}: directory {parent} does not exist")
+        raise UserError(f"cannot write {path}: {_why_no_folder(parent)}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {path}: no permission to create files in {parent}")
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"cannot write {path}: the existing file is read-only")
     return path
+
+
+def _why_no_folder(folder: Path) -> str:
+    """Why ``folder`` cannot hold files: a file stands where it (or a folder above it) should be, or it is missing."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() and not candidate.is_dir():
+            return f"{candidate} is a file, not a directory"
+        if candidate.is_dir():
+            break
+    return f"directory {folder} does not exist"
 
 
 @contextlib.contextmanager

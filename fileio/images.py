@@ -57,29 +57,12 @@ def load_image(path: str | Path, image_size: int | None = None, *, exif_orientat
     ``image.scale(img, s, s)``, in float32 as Torch does on the FloatTensor. Raises
     UserError for unreadable paths, non-images, truncated files and oversized images.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
         raise UserError(f"image size must be a positive integer, got {image_size!r}")
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns above its own limit and raises above twice it; the check below is ours.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except FileNotFoundError:
-        raise UserError(f"cannot read image {path}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"cannot read image {path}: it is a directory") from None
-    except PermissionError:
-        raise UserError(f"cannot read image {path}: permission denied") from None
-    except UnidentifiedImageError:
-        raise UserError(f"cannot read image {path}: not an image format Pillow recognises") from None
-    except Image.DecompressionBombError:
-        raise UserError(f"refusing image {path}: its header claims far more than the limit of "
-                        f"{max_pixels / 1e6:.0f} megapixels (a decompression bomb?)") from None
-    except OSError as error:
-        raise UserError(f"cannot read image {path}: {error.strerror or error}") from None
+    image = _open(path, max_pixels)
     with image:
         width, height = image.size
         if width * height > max_pixels:
@@ -101,6 +84,37 @@ def load_image(path: str | Path, image_size: int | None = None, *, exif_orientat
     if image_size is not None:
         rgb = torch_scale_bilinear(rgb.astype(np.float32), image_size, image_size).astype(np.float64)
     return rgb[np.newaxis]
+
+
+def image_dimensions(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) from the image's header, without decoding the pixels (what a memory check needs before
+    :func:`load_image`). Raises UserError like load_image."""
+    with _open(Path(path), max_pixels) as image:
+        return image.size
+
+
+def _open(path: Path, max_pixels: int):
+    """Pillow's lazy open (the header only), with one-line errors."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit and raises above twice it; load_image's check is ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except FileNotFoundError:
+        raise UserError(f"cannot read image {path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"cannot read image {path}: it is a directory") from None
+    except PermissionError:
+        raise UserError(f"cannot read image {path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise UserError(f"cannot read image {path}: not an image format Pillow recognises") from None
+    except Image.DecompressionBombError:
+        raise UserError(f"refusing image {path}: its header claims far more than the limit of "
+                        f"{max_pixels / 1e6:.0f} megapixels (a decompression bomb?)") from None
+    except OSError as error:
+        raise UserError(f"cannot read image {path}: {error.strerror or error}") from None
 
 
 def _exif_transpose(image, image_ops):

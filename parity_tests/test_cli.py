@@ -22,7 +22,7 @@ from texture_nets.cli import build_parser, main
 # Reference float32 vs the Torch7 float32 runs: worst measured 3.9e-6 of the output scale
 # (narrow pretrained, batch 2; parity_tests/test_reference_oracle.py); float64: 2.9e-15.
 RUN_TOLERANCE = {"float32": Tolerance(rtol=2e-5, why="reference f32 vs Torch7 f32: worst 3.9e-6 measured"),
-                 "float64": Tolerance(rtol=1e-9, why="issue 2 contract; measured 2.9e-15")}
+                 "float64": Tolerance(rtol=1e-9, why="float64 contract; measured 2.9e-15")}
 
 
 def test_every_command_has_working_help(capsys):
@@ -36,7 +36,7 @@ def test_every_command_has_working_help(capsys):
     assert "usage: texture-nets" in capsys.readouterr().out
 
 
-# Lines `inspect` must print for the two real-Torch7 layouts (FACTS §1: the pretrained stride-2 convs
+# Lines `inspect` must print for the two real-Torch7 layouts (docs/real-models.md: the pretrained stride-2 convs
 # carry zero padding 1; the head layout pads by replication first and convolves with padding 0).
 INSPECT_EXPECTED = {
     "narrow_pretrained_seed78.t7": [
@@ -132,10 +132,15 @@ def test_stylize_writes_an_image_of_the_input_size(tmp_path, capsys):
 def test_demo_runs_every_installed_backend(tmp_path, capsys):
     from texture_nets.commands.demo import installed_backends
 
-    status = main(["demo", "--out", str(tmp_path / "demo"), "--image-size", "24"])
+    status = main(["demo", "--out", str(tmp_path / "demo"), "--image-size", "32"])
     out = capsys.readouterr().out
     assert status == 0, out
     for backend in installed_backends():
         assert f"== {backend.replace('-float32', '')} float32:" in out
-    assert (tmp_path / "demo" / "report.html").stat().st_size > 1000
-    assert (tmp_path / "demo" / "report.json").exists()
+    assert "OK: this project's" in out
+    for model in ("starry", "pebble", "johnson"):  # real models first, the random-weight generator last
+        assert (tmp_path / "demo" / model / "report.html").stat().st_size > 1000
+        assert (tmp_path / "demo" / model / "report.json").exists()
+    page = (tmp_path / "demo" / "index.html").read_text()
+    assert page.count("<figure>") >= 3 * 2 and "not applicable" in page  # tf-seed on the v1 nets
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 1000

@@ -1,6 +1,6 @@
 """``texture-nets drift``: localising deviations, absorbed vs reaching the output, pictures, JSON, HTML.
 
-The tf-seed backend reproduces the published TF port's three flaws (FACTS §3); drift must find each in
+The tf-seed backend reproduces the published TF port's three flaws (docs/drift.md); drift must find each in
 the isolated view on the narrow pretrained Torch7 file (fixtures.DEFAULT_MODEL). Reference-based
 plug-in mutants (one porting bug each, loaded as ``module:factory``) test the harness itself: a
 diagnosis that cannot name a planted bug is a defect.
@@ -273,9 +273,10 @@ def test_json_validates_against_the_versioned_schema(report):
 
     data = json.loads(dumps(report))
     validate(data)
-    assert data["schema_version"] == "2.0" and schema()["properties"]["schema_version"]["pattern"] == r"^2\.[0-9]+$"
+    assert data["schema_version"] == "2.1" and schema()["properties"]["schema_version"]["pattern"] == r"^2\.[0-9]+$"
     seed = next(b for b in data["backends"] if b["backend"] == "tf-seed")
     assert seed["first_divergence"] == "3" and seed["first_divergence_reaching_output"] == "6"
+    assert seed["lead_divergence"] == "6" and seed["status"] == "fail" and seed["not_applicable"] is None
     broken = json.loads(dumps(report))
     broken["backends"][0]["divergences"] = [{"lua_path": 6}]
     with pytest.raises(jsonschema.ValidationError):  # the schema is not a rubber stamp
@@ -296,13 +297,17 @@ def test_pictures_are_real_pngs_of_the_right_size(report, tmp_path):
             image.load()
             assert image.format == "PNG" and image.mode == "RGB"
             sizes[name] = image.size
+    maps = {p.name: (p.map_width, p.map_height) for p in pictures}
     seed = "tf-seed_float32"
-    assert sizes[f"{seed}_output_heatmap"] == (32, 32)
-    assert sizes[f"{seed}_layer_3_heatmap"] == (32, 32)  # first divergence
-    assert sizes[f"{seed}_layer_6_heatmap"] == (15, 15)  # first reaching the output: the overlap of 15x15 / 16x16
+    assert maps[f"{seed}_output_heatmap"] == (32, 32)
+    assert maps[f"{seed}_layer_3_heatmap"] == (32, 32)  # first divergence
+    assert maps[f"{seed}_layer_6_heatmap"] == (15, 15)  # biggest finding: the overlap of 15x15 / 16x16
     assert sizes[f"{seed}_strip"] == (4 * 32 + 3 * GAP, 32)
     for label in ("reference_float32", "torch_float32", "tf_float32"):
-        assert sizes[f"{label}_output_heatmap"] == (32, 32) and f"{label}_layer_3_heatmap" not in sizes
+        assert maps[f"{label}_output_heatmap"] == (32, 32) and f"{label}_layer_3_heatmap" not in sizes
+    for picture in pictures:  # heatmaps are scaled up and carry their colour bar on the right
+        if picture.kind.startswith("heatmap"):
+            assert sizes[picture.name][0] > 4 * picture.map_width and sizes[picture.name][1] >= 200
     with Image.open(written[f"{seed}_output_heatmap"]) as image:
         assert np.asarray(image).std() > 0  # not a blank picture
 
@@ -327,7 +332,7 @@ def test_cli_writes_json_pictures_html(report, tmp_path, capsys):
                  "--html", str(tmp_path / "r.html"), "--summary"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "first divergence reaching the output: Lua path 6" in captured.out
+    assert "biggest finding: Lua path 6" in captured.out and "next: fix Lua path 6 first" in captured.out
     assert "drift [" in captured.err  # progress goes to stderr
     data = json.loads((tmp_path / "r.json").read_text())
     validate(data)

@@ -6,6 +6,7 @@ decide where they go, through this one place.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from fileio.atomic import atomic_write_bytes
@@ -27,8 +28,9 @@ def write_pictures(pictures, directory: Path) -> dict[str, str]:
 
 
 def write_drift_report(report, *, json_path: Path | None = None, html_path: Path | None = None,
-                       pictures_dir: Path | None = None) -> dict[str, str]:
-    """Render and write the views asked for; returns the pictures written (name -> path)."""
+                       pictures_dir: Path | None = None, expected_to_drift: Collection[str] = ()) -> dict[str, str]:
+    """Render and write the views asked for; returns the pictures written (name -> path). ``expected_to_drift``:
+    backend names whose drift the HTML verdict reports as expected (harness.drift.analysis.verdict)."""
     written: dict[str, str] = {}
     pictures = None
     if pictures_dir is not None or html_path is not None:
@@ -44,5 +46,6 @@ def write_drift_report(report, *, json_path: Path | None = None, html_path: Path
     if html_path is not None:
         from harness.drift.html_view import render_html
 
-        atomic_write_bytes(html_path, render_html(report, pictures).encode("utf-8"))
+        atomic_write_bytes(html_path, render_html(report, pictures, expected_to_drift=expected_to_drift)
+                           .encode("utf-8"))
     return written

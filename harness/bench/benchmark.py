@@ -10,7 +10,7 @@ What is measured, and why this way:
 * **GFLOP/s** from the convolution FLOPs of the model's own module tree (:func:`conv_flops`:
   ``2·nOut·nIn·kH·kW·Hout·Wout`` per convolution, the same over input positions for a
   transposed one; everything else is free). 15.6/62.5/250 GFLOP at 256²/512²/1024² for the
-  full-width generator (FACTS §6).
+  full-width generator (docs/benchmarks.md).
 * **% of sgemm peak**: the best of several NumPy float32 products of large square matrices,
   measured in the same run before and after the backends (the better of the two is the peak),
   so a ratio survives a machine that is slower or busier than the one that wrote the targets.
@@ -55,9 +55,9 @@ MODEL_SEED = 1
 MODEL_LAYOUT = "pretrained"
 INPUT_SEED = 0
 GIB = 2**30
-FRAMEWORK_BACKENDS_EXCLUDED = frozenset({"reference"})  # "every framework backend" in issue 7's targets
+FRAMEWORK_BACKENDS_EXCLUDED = frozenset({"reference"})  # "every framework backend" in the performance targets
 
-# Targets of issue 7 (ratios within one run on this machine kind).
+# The performance targets (docs/benchmarks.md; ratios within one run on this machine kind).
 TARGET_SIZE = 512
 TARGET_BEST_PEAK = 0.70
 TARGET_FRAMEWORK_PEAK = 0.50
@@ -313,7 +313,7 @@ class BenchConfig:
 
 
 def default_runs() -> list[tuple[str, str]]:
-    """The issue-7 table: the reference in float32 and float64, every other installed faithful backend in float32."""
+    """The benchmark table: the reference in float32 and float64, every other installed faithful backend in float32."""
     from harness.core.registry import available_backend_names, is_faithful
 
     runs = [("reference", "float32"), ("reference", "float64")]
@@ -424,9 +424,9 @@ def _one_line(result: dict[str, Any]) -> str:
             f"CPU/wall {result['cpu_per_wall'] or 0:.2f}")
 
 
-# -- the issue-7 targets -------------------------------------------------------------------------------------------
+# -- the performance targets ----------------------------------------------------------------------------------------
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issue 7 as {target, value, limit, met} (met is None when the run lacks the data)."""
+    """Each performance target as {target, value, limit, met} (met is None when the run lacks the data)."""
     timed = [r for r in report["results"] if r.get("mode") == "time" and r.get("status") == "ok"]
     at_size = {(r["backend"], r["dtype"]): r for r in timed if r["size"] == TARGET_SIZE}
     targets: list[dict[str, Any]] = []
@@ -502,7 +502,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {result['backend']} | {result['dtype']} | {result['size']}² | "
                              f"{result.get('status')}: {result.get('error', '')} | | |")
     if report.get("targets"):
-        lines += ["", "Targets (issue 7):", "", "| target | value | limit | met |", "|---|---|---|---|"]
+        lines += ["", "Performance targets:", "", "| target | value | limit | met |", "|---|---|---|---|"]
         for target in report["targets"]:
             value = "n/a" if target["value"] is None else f"{target['value']:.2f}"
             met = {True: "yes", False: "**no**", None: "not measured"}[target["met"]]

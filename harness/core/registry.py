@@ -148,9 +148,12 @@ def get_backend(spec: str) -> Backend:
                 break
     if target is None:
         if ":" not in spec:
+            installed = available_backend_names(installed_only=True)
+            missing = [name for name in available_backend_names() if name not in installed]
             raise BackendError(
-                f"unknown backend '{spec}'; known: {', '.join(available_backend_names())}, "
-                "or give a plug-in as module:factory"
+                f"unknown backend '{spec}'; installed: {', '.join(installed)}"
+                + (f"; known but not installed: {', '.join(missing)}" if missing else "")
+                + "; or give a plug-in as module:factory"
             )
         target = spec
     backend = _instantiate(spec, target)

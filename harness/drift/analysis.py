@@ -21,7 +21,15 @@ effect downstream: the deviation alone is carried to the output through the base
 (harness.drift.propagate) and is **absorbed** (e.g. a dropped bias before an instance norm; the
 first traced path where values agree again is named) or **reaches the output**. The *first
 divergence* is the first layer, in execution order, whose input agrees and whose output does
-not — in the isolated view every input agrees, so it is the first isolated failure.
+not — in the isolated view every input agrees, so it is the first isolated failure. The *lead*
+finding is the one with the biggest effect on the output (:func:`rank_divergences`): the report,
+its summary and its "next:" advice lead with it, while the tables keep execution order.
+
+A path the backend's trace has no value for (an artefact that fused a pass-through module away) is
+"not compared" in both views, with the reason; the verdict rests on the paths that were compared.
+A backend that cannot serve the model at all (its ``load`` refuses it: a port written for another
+layout, a module class it does not run) is "not applicable", with its reason: it neither passes nor
+fails, and the other backends' results stand.
 
 Memory: one trace at a time. The baseline's trace is kept; each backend's trace is compared
 layer by layer and dropped before the next backend runs, and the isolated view runs one
@@ -35,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +53,7 @@ import numpy as np
 
 from contract import DTYPES, BackendError
 from contract.families import batchnorm_mode, detect_family, input_planes
+from contract.protocol import backend_supported_classes
 from harness.core.compare import Comparison, Tolerance, compare
 from harness.core.environment import collect_environment
 from harness.core.judge import PASSING, judge_path
@@ -52,15 +61,27 @@ from harness.core.noise import NoiseError, noise_for_run
 from harness.core.registry import RunSpec, get_backend, parse_run_spec
 from harness.core.runs import cast_noise, forward, has_batch_norm, load_runner
 from harness.core.shapes import ShapeError
-from harness.core.tolerance import LayerBudget, instance_norm_statistics, iter_conditioned, layer_budgets, module_inputs
+from harness.core.tolerance import (
+    G_ORDINARY,
+    LayerBudget,
+    instance_norm_statistics,
+    iter_conditioned,
+    layer_budgets,
+    module_inputs,
+)
 from harness.drift.diagnose import Symptom, class_hint, diagnose
 from harness.drift.propagate import continue_from, input_sources
-from t7file import T7Module, load_module_tree, trace_paths
+from t7file import T7Module, UnsupportedModuleError, load_module_tree, trace_paths
 
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"  # 2.1: backend "status"/"not_applicable", "ranked" and "lead_divergence"
 DEFAULT_BASELINE = "reference-float64"
 OUTPUT = "output"
 PROGRESS_SECONDS = 5.0
+# Effects on the output within this factor of the biggest are the same size of problem; among them the
+# upstream one leads, since fixing it changes what every layer after it sees.
+SAME_SIZE_FACTOR = 10.0
+# Classes that are the identity in forward: an exported graph has no node, hence no traced value, for them.
+PASS_THROUGH_CLASSES = frozenset({"nn.TVLoss", "nn.Identity", "nn.Dropout"})
 # Scalar fields that describe state, not the computation, left out of hyper-parameters.
 NOT_HYPERPARAMETERS = frozenset({"_type", "train", "prev_batch_size", "momentum"})
 CONSTRUCTOR_ORDER = ("nInputPlane", "nOutputPlane", "kW", "kH", "dW", "dH", "padW", "padH", "adjW", "adjH",
@@ -125,7 +146,7 @@ class Divergence:
 
     Fields: lua_path, torch_class, hparams; view ("isolated", or "accumulated" when the backend
     cannot run single modules); max_rel / needed_rtol / shapes from its comparison; symptoms
-    (kind + sentence, harness.drift.diagnose); hint (the usual cause for the class, FACTS traps);
+    (kind + sentence, harness.drift.diagnose); hint (the usual causes for the class: harness.drift.diagnose);
     reaches_output (True/False; None when it could not be propagated); absorbed_by (the first
     traced path downstream where the values agree again); output_max_rel (max |difference| at
     the output, relative to the output's scale, with this deviation alone); propagation_note.
@@ -150,6 +171,24 @@ class Divergence:
     def classification(self) -> str:
         return {True: "reaches output", False: "absorbed", None: "unknown"}[self.reaches_output]
 
+    @property
+    def effect(self) -> float | None:
+        """How far this deviation alone moves the output, relative to the output's scale (what ranks findings).
+
+        A deviation that changes the output's shape, or breaks the rest of the network, has no such number;
+        it counts as 1 (the output's own scale: no value of the output can be trusted). None when it could
+        not be propagated.
+        """
+        if self.output_max_rel is not None and math.isfinite(self.output_max_rel):
+            return self.output_max_rel
+        return 1.0 if self.reaches_output else None
+
+    @property
+    def effect_text(self) -> str:
+        if self.output_max_rel is not None and math.isfinite(self.output_max_rel):
+            return f"alone, it moves the output by {self.output_max_rel:.3g} of its scale"
+        return self.propagation_note or self.classification
+
     def to_dict(self) -> dict:
         return {
             "lua_path": self.lua_path, "torch_class": self.torch_class, "hparams": self.hparams, "view": self.view,
@@ -162,10 +201,39 @@ class Divergence:
         }
 
 
+def rank_divergences(divergences: Sequence[Divergence]) -> list[Divergence]:
+    """The divergences, biggest effect on the output first (``Divergence.effect``).
+
+    Those that reach the output come first, then those whose effect is unknown, then the absorbed
+    ones. Within each, effects within SAME_SIZE_FACTOR of the biggest remaining one are the same size
+    of problem and keep execution order (the upstream one first: fixing it changes what the layers
+    after it see); then the next size down. So a dropped zero padding that moves the output by 1.15
+    of its scale leads a transposed-convolution shift at 1.47 further down, and both lead float32
+    instance-norm statistics at 3e-4.
+    """
+    ranked: list[Divergence] = []
+    for reaches in (True, None, False):
+        remaining = [d for d in divergences if d.reaches_output is reaches]
+        while remaining:
+            effects = [d.effect for d in remaining if d.effect is not None]
+            top = max(effects, default=0.0)
+            if top > 0:
+                group = [d for d in remaining if d.effect is not None and d.effect >= top / SAME_SIZE_FACTOR]
+            else:
+                group = list(remaining)
+            ranked += group
+            remaining = [d for d in remaining if not any(d is g for g in group)]
+    return ranked
+
+
 @dataclass
 class BackendDrift:
     """Everything found for one backend. ``arrays`` (not serialised) feeds the pictures:
-    "output" (the backend's output) and "diff/<path>" (|difference| maps of divergent layers)."""
+    "output" (the backend's output) and "diff/<path>" (|difference| maps of divergent layers).
+
+    ``not_applicable``: why the backend cannot serve this model (its load refused it), or None; such
+    a backend has no results, neither passes nor fails, and DriftReport.passed ignores it.
+    """
 
     spec: RunSpec
     name: str
@@ -177,11 +245,45 @@ class BackendDrift:
     onsets: list[str]
     seconds: dict[str, float]
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    not_applicable: str | None = None
+
+    @property
+    def applicable(self) -> bool:
+        return self.not_applicable is None
 
     @property
     def passed(self) -> bool:
+        if not self.applicable:
+            return False
         views = self.accumulated + (self.isolated or [])
         return self.output.passed and all(result.passed for result in views)
+
+    @property
+    def status(self) -> str:
+        """"not applicable", "pass" or "fail"."""
+        if not self.applicable:
+            return "not applicable"
+        return "pass" if self.passed else "fail"
+
+    @property
+    def ranked(self) -> list[Divergence]:
+        """The divergences, biggest effect on the output first (:func:`rank_divergences`)."""
+        return rank_divergences(self.divergences)
+
+    @property
+    def lead(self) -> Divergence | None:
+        """The finding to fix first: the biggest effect on the output."""
+        ranked = self.ranked
+        return ranked[0] if ranked else None
+
+    @property
+    def not_compared(self) -> dict[str, str]:
+        """Lua path -> why it was not compared (no value in the backend's trace), in execution order."""
+        reasons: dict[str, str] = {}
+        for result in self.accumulated + (self.isolated or []):
+            if result.status == "not compared" and result.lua_path not in reasons:
+                reasons[result.lua_path] = result.error or "no value in the backend's trace"
+        return reasons
 
     @property
     def first_divergence(self) -> Divergence | None:
@@ -196,12 +298,16 @@ class BackendDrift:
         return [d for d in self.divergences if d.reaches_output is False]
 
     def to_dict(self) -> dict:
-        first, reaching = self.first_divergence, self.first_divergence_reaching_output
+        first, reaching, lead = self.first_divergence, self.first_divergence_reaching_output, self.lead
         return {
             "spec": self.spec.text, "backend": self.name, "dtype": self.spec.dtype, "label": self.spec.label,
-            "passed": self.passed, "output": self.output.to_dict(),
+            "passed": self.passed, "status": self.status, "not_applicable": self.not_applicable,
+            "output": self.output.to_dict(),
             "first_divergence": None if first is None else first.lua_path,
             "first_divergence_reaching_output": None if reaching is None else reaching.lua_path,
+            "lead_divergence": None if lead is None else lead.lua_path,
+            "ranked": [d.lua_path for d in self.ranked],
+            "not_compared": self.not_compared,
             "divergences": [d.to_dict() for d in self.divergences],
             "accumulated_onsets": self.onsets,
             "accumulated": [r.to_dict() for r in self.accumulated],
@@ -229,7 +335,9 @@ class DriftReport:
 
     @property
     def passed(self) -> bool:
-        return all(backend.passed for backend in self.backends)
+        """Every applicable backend within tolerance (and at least one was applicable)."""
+        applicable = [backend for backend in self.backends if backend.applicable]
+        return bool(applicable) and all(backend.passed for backend in applicable)
 
     def layer(self, lua_path: str) -> LayerInfo:
         return next(info for info in self.layers if info.lua_path == lua_path)
@@ -250,6 +358,63 @@ class DriftReport:
                         "conditioning": _finite_or_none(i.conditioning)} for i in self.layers],
             "backends": [b.to_dict() for b in self.backends],
         }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one-line verdict every view prints (terminal, HTML): ``passed`` decides the exit status."""
+
+    passed: bool
+    text: str
+
+
+def verdict(report: DriftReport, expected_to_drift: Collection[str] = ()) -> Verdict:
+    """The verdict on ``report`` when the backends named in ``expected_to_drift`` (backend names, e.g. "tf-seed")
+    are findings rather than failures: a reproduction of a flawed port drifts by design.
+
+    The drift command judges every backend (``expected_to_drift`` empty); the demo passes
+    :func:`expected_to_drift_backends`, so its terminal line and its HTML page say the same thing.
+    """
+    expected = frozenset(expected_to_drift)
+    applicable = [b for b in report.backends if b.applicable]
+    judged = [b for b in applicable if b.name not in expected and b.spec.backend not in expected]
+    findings = [b for b in applicable if b not in judged]
+    failing = [b.spec.label for b in judged if not b.passed]
+    parts = []
+    if failing:
+        passed = False
+        parts.append(f"DRIFT: {', '.join(failing)} {'leaves' if len(failing) == 1 else 'leave'} the tolerance")
+    elif judged:
+        passed = True
+        parts.append(f"{judged[0].spec.label} agrees with the baseline within tolerance" if len(judged) == 1
+                     else f"all {len(judged)} backends agree with the baseline within tolerance")
+    elif findings:
+        passed = True
+        parts.append("no backend is judged")
+    else:
+        passed = False
+        parts.append("no backend could run this model")
+    drifting = [b.spec.label for b in findings if not b.passed]
+    agreeing = [b.spec.label for b in findings if b.passed]
+    if drifting:
+        parts.append(f"{', '.join(drifting)} {'drifts' if len(drifting) == 1 else 'drift'} as expected "
+                     "(not faithful to Torch7 by design)")
+    if agreeing:
+        parts.append(f"{', '.join(agreeing)} (expected to drift) agree{'s' if len(agreeing) == 1 else ''}")
+    skipped = [b.spec.label for b in report.backends if not b.applicable]
+    if skipped:
+        parts.append(f"not applicable to this model: {', '.join(skipped)}")
+    return Verdict(passed, "; ".join(parts))
+
+
+def expected_to_drift_backends(report: DriftReport) -> frozenset[str]:
+    """The backends of ``report`` expected to drift, from the registry: those that do not claim Torch7's
+    semantics (``is_faithful``: tf-seed) and plug-ins running a port written by others (``is_external``)."""
+    from harness.core import registry
+
+    is_external = getattr(registry, "is_external", lambda name: False)
+    names = {b.spec.backend for b in report.backends}
+    return frozenset(name for name in names if not registry.is_faithful(name) or is_external(name))
 
 
 # -- the analysis ----------------------------------------------------------------------------------------------
@@ -381,8 +546,19 @@ def _resolve(spec: RunSpec):
 def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> BackendDrift:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    runner = load_runner(backend, model, spec.dtype, root=ctx.root, batchnorm=ctx.batchnorm)
+    reason = _unsupported_classes(ctx.root, backend)
+    runner = None
+    if reason is None:
+        try:
+            runner = load_runner(backend, model, spec.dtype, root=ctx.root, batchnorm=ctx.batchnorm)
+        except (BackendError, UnsupportedModuleError) as error:
+            # The backend refuses this model (a port written for another layout, a class it does not run):
+            # not applicable. The other backends' results stand.
+            reason = " ".join(str(error).split())
     seconds["load"] = time.perf_counter() - started
+    if runner is None:
+        ctx.say(f"  {spec.label}: not applicable to this model: {reason}")
+        return _not_applicable(spec, backend, reason or "", seconds)
     arrays: dict[str, np.ndarray] = {}
 
     # Accumulated view: one end-to-end run, compared layer by layer, then dropped.
@@ -395,9 +571,13 @@ def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> B
         output_result = LayerResult(OUTPUT, "accumulated", "error", None, error=message)
         trace, output = {}, None
     else:
-        accumulated = [_judge(ctx, spec, "accumulated", p, trace.get(p)) for p in ctx.paths]
+        accumulated = [_judge(ctx, spec, "accumulated", p, trace.get(p), _missing_reason(ctx, p))
+                       for p in ctx.paths]
         output_result = _judge(ctx, spec, "accumulated", OUTPUT, output)
         arrays["output"] = np.asarray(output)
+    # Paths the backend's trace has no value for are not compared in the isolated view either: the artefact
+    # has no module of its own there to run.
+    missing = {r.lua_path for r in accumulated if r.status == "not compared"}
     seconds["forward"] = time.perf_counter() - started
     passed_at = {r.lua_path: r.passed for r in accumulated}
     onsets = [r.lua_path for r in accumulated if not r.passed
@@ -408,7 +588,7 @@ def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> B
     isolated: list[LayerResult] | None = None
     if callable(run_module):
         del trace
-        isolated, divergences, seconds["isolated"] = _isolated_view(ctx, spec, run_module, arrays)
+        isolated, divergences, seconds["isolated"] = _isolated_view(ctx, spec, run_module, arrays, missing)
         note = ""
     else:
         note = f"backend '{spec.backend}' has no run_module(lua_path, x): isolated view unavailable"
@@ -425,11 +605,45 @@ def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> B
                         seconds, arrays)
 
 
-def _isolated_view(ctx: _Context, spec: RunSpec, run_module, arrays: dict):
+def _not_applicable(spec: RunSpec, backend, reason: str, seconds: dict[str, float]) -> BackendDrift:
+    output = LayerResult(OUTPUT, "accumulated", "not compared", None, error=f"not applicable: {reason}")
+    return BackendDrift(spec, backend.name, [], output, None, f"not applicable: {reason}", [], [], seconds,
+                        not_applicable=reason)
+
+
+def _unsupported_classes(root: T7Module, backend) -> str | None:
+    """Why ``backend`` cannot run ``root`` by its own declaration (``supported_classes``), or None."""
+    supported = backend_supported_classes(backend)
+    if supported is None:
+        return None
+    containers = {"nn.Sequential", "nn.ConcatTable", "nn.CAddTable", "nn.Identity"}
+    missing: dict[str, str] = {}
+    for module in root.walk():
+        if module is not root and module.torch_class not in supported and module.torch_class not in containers:
+            missing.setdefault(module.torch_class, module.lua_path)
+    if not missing:
+        return None
+    listed = ", ".join(f"{cls} (Lua path {path})" for cls, path in list(missing.items())[:3])
+    return f"backend '{backend.name}' does not run {listed}{' ...' if len(missing) > 3 else ''}"
+
+
+def _missing_reason(ctx: _Context, path: str) -> str:
+    """Why a path can be absent from a backend's trace, for the "not compared" verdict."""
+    cls = ctx.root.find(path).torch_class
+    if cls in PASS_THROUGH_CLASSES:
+        return (f"{cls} at Lua path {path} is the identity in forward; the backend's trace has no value of its own "
+                "there (an exported graph has no node for it)")
+    return f"{cls} at Lua path {path}: no value in the backend's trace (the runtime does not expose this layer)"
+
+
+def _isolated_view(ctx: _Context, spec: RunSpec, run_module, arrays: dict, missing: set[str] = frozenset()):
     started = time.perf_counter()
     results, divergences = [], []
     last_report = started
     for count, path in enumerate(ctx.paths, start=1):
+        if path in missing:
+            results.append(_judge(ctx, spec, "isolated", path, None, _missing_reason(ctx, path)))
+            continue
         try:
             value = run_one_module(run_module, path, ctx.inputs[path].astype(spec.dtype),
                                    ctx.noise_for(spec.dtype))
@@ -446,14 +660,15 @@ def _isolated_view(ctx: _Context, spec: RunSpec, run_module, arrays: dict):
     return results, divergences, time.perf_counter() - started
 
 
-def _judge(ctx: _Context, spec: RunSpec, view: str, path: str, value) -> LayerResult:
+def _judge(ctx: _Context, spec: RunSpec, view: str, path: str, value, missing_note: str | None = None
+           ) -> LayerResult:
     budget_path = ctx.output_path if path == OUTPUT else path
     expected = ctx.base_output if path == OUTPUT else ctx.base_trace[path]
     tolerance, determined = ctx.tolerance(spec, view, budget_path)
-    verdict = judge_path(path, value, expected, tolerance, determined, actual_name=spec.label,
-                         expected_name=ctx.base_spec.label)
-    return LayerResult(path, view, verdict.status, verdict.comparison, determined=verdict.determined,
-                       error=verdict.note)
+    judged = judge_path(path, value, expected, tolerance, determined, actual_name=spec.label,
+                        expected_name=ctx.base_spec.label, missing_note=missing_note)
+    return LayerResult(path, view, judged.status, judged.comparison, determined=judged.determined,
+                       error=judged.note)
 
 
 def _divergence(ctx: _Context, spec: RunSpec, view: str, path: str, value: np.ndarray, arrays: dict) -> Divergence:
@@ -564,9 +779,10 @@ def _notes(budgets, keys: list[tuple[str, str]], layers: list[LayerInfo]) -> lis
             worst = max(conditioned, key=lambda b: b.conditioning or 0.0)
             undetermined = [b.lua_path for b in budgets[key]["accumulated"].values() if not b.determined]
             note = (f"{dtype}: {len(conditioned)} instance norm(s) see near-constant planes (worst: path "
-                    f"{worst.lua_path}, conditioning {worst.conditioning:.3g}, ordinary inputs stay under 30): "
-                    "rounding noise entering them is amplified up to 1/sqrt(eps) ~ 316x, so tolerances there and "
-                    "downstream are widened by exactly that amplification (FACTS §2, flat inputs).")
+                    f"{worst.lua_path}, conditioning {worst.conditioning:.3g}; ordinary inputs stay under "
+                    f"{G_ORDINARY:g}): rounding noise entering them is amplified up to 1/sqrt(eps) ~ 316x, so "
+                    "tolerances there and downstream are widened by exactly that amplification "
+                    "(docs/tolerances.md, instance norm and flat inputs).")
             if undetermined:
                 note += (f" {len(undetermined)} layer(s) are not determined by their input in {dtype} "
                          f"(first: {undetermined[0]}): only shape and finiteness are checked there.")

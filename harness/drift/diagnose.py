@@ -5,7 +5,8 @@ backend's output vs the baseline's, both fed the same input) and names what the 
 looks like: a shape change that a known padding/size mistake explains, a per-channel constant
 (equal to minus the module's bias: the bias was dropped), a whole-pixel shift of the output
 window, the instance norm of nn commit 919eeca, non-finite values. ``CLASS_HINTS`` holds one
-line per class with the traps of FACTS.md §2-3, shown next to every divergence.
+line per class with its known porting traps (docs/torch7-semantics.md, docs/real-models.md), shown
+next to every divergence.
 
 ``noise`` is the layer's tolerance bound (the rounding error allowed): a pattern "fits" when
 what it leaves unexplained is within a few times that bound.
@@ -37,9 +38,12 @@ CLASS_HINTS: dict[str, str] = {
         "PyTorch ConvTranspose2d(padding=p, output_padding=adj) is the same definition; dropped bias."),
     "nn.InstanceNormalization": (
         "texture_nets InstanceNormalization: per (sample, channel) mean over HxW and biased variance, eps=1e-5 "
-        "inside the sqrt, the module's own weight/bias; running statistics are never used. Usual causes: "
-        "nn commit 919eeca (batch-size-1 BatchNorm uses running stats: x/sqrt(1+eps)*w+b), unbiased variance, "
-        "eps outside the sqrt; a near-constant input plane is ill-conditioned (noise x ~1/sqrt(eps))."),
+        "inside the sqrt, the module's own weight/bias; running statistics are never used (Torch7 sums the "
+        "statistics in double). Usual causes: float32 statistics (mean and variance summed in float32, e.g. "
+        "tf.nn.moments on a float32 tensor: an error growing like sqrt(H*W), about 3e-4 of the output's scale on "
+        "a 256x256 photo; docs/tolerances.md), nn commit 919eeca (batch-size-1 BatchNorm uses running stats: "
+        "x/sqrt(1+eps)*w+b), unbiased variance, eps outside the sqrt; a near-constant input plane is "
+        "ill-conditioned (noise x ~1/sqrt(eps))."),
     "nn.SpatialReplicationPadding": (
         "SpatialReplicationPadding(left, right, top, bottom) equals np.pad(mode='edge'), also for pads larger "
         "than the input; negative pads crop. Usual causes: argument order, one SYMMETRIC pad of width > 1 "

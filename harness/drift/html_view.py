@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Collection
 from html import escape
 
 from harness.drift.analysis import BackendDrift, Divergence, DriftReport, LayerResult
+from harness.drift.analysis import verdict as overall_verdict
 from harness.drift.pictures import Picture
 from harness.drift.text_view import format_number, format_shape
 
@@ -39,10 +41,15 @@ code { background: #f4f4f6; padding: 0 3px; border-radius: 3px; }
 """
 
 
-def render_html(report: DriftReport, pictures: list[Picture] | None = None) -> str:
+def render_html(report: DriftReport, pictures: list[Picture] | None = None, *,
+                expected_to_drift: Collection[str] = ()) -> str:
+    """The page. ``expected_to_drift``: backend names whose drift is a finding, not a failure (the demo passes
+    harness.drift.analysis.expected_to_drift_backends); the verdict is harness.drift.analysis.verdict's, the
+    same line the terminal prints."""
     pictures = pictures or []
-    verdict = ("All backends agree with the baseline within tolerance." if report.passed else
-               "Drift: at least one backend leaves the tolerance.")
+    expected = frozenset(expected_to_drift)
+    outcome = overall_verdict(report, expected)
+    verdict = outcome.text[:1].upper() + outcome.text[1:] + "."
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -50,11 +57,11 @@ def render_html(report: DriftReport, pictures: list[Picture] | None = None) -> s
         f"<title>texture-nets drift: {escape(', '.join(b.spec.label for b in report.backends))}</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>texture-nets drift report</h1>",
-        f'<div class="verdict {"ok" if report.passed else "bad"}">{escape(verdict)}</div>',
+        f'<div class="verdict {"ok" if outcome.passed else "bad"}">{escape(verdict)}</div>',
         _meta(report),
     ]
     parts += [f'<p class="note">{escape(note)}</p>' for note in report.notes]
-    parts.append(_overview(report))
+    parts.append(_overview(report, expected))
     for backend in report.backends:
         parts.append(_backend(report, backend, [p for p in pictures if p.backend == backend.spec.label]))
     parts.append("<h2>Environment</h2><details><summary>everything recorded</summary><pre>"
@@ -80,33 +87,53 @@ def _meta(report: DriftReport) -> str:
     return f'<table class="meta">{cells}</table>'
 
 
-def _overview(report: DriftReport) -> str:
+def _state(backend: BackendDrift, expected: frozenset[str]) -> str:
+    if not backend.applicable:
+        return "not applicable"
+    if backend.passed:
+        return "agrees"
+    return "drifts (expected)" if backend.spec.backend in expected or backend.name in expected else "DRIFTS"
+
+
+def _overview(report: DriftReport, expected: frozenset[str] = frozenset()) -> str:
     head = ("<tr><th>backend</th><th>verdict</th><th>output max rel</th><th>tolerance rtol</th>"
-            "<th>first divergence</th><th>first reaching output</th><th>local divergences</th></tr>")
+            "<th>biggest finding</th><th>first divergence</th><th>local divergences</th><th>not compared</th></tr>")
     rows = []
     for b in report.backends:
         c = b.output.comparison
-        first, reaching = b.first_divergence, b.first_divergence_reaching_output
+        state = _state(b, expected)
         rows.append(
-            f'<tr class="{"" if b.passed else "fail"}"><td class="l">{escape(b.spec.label)}</td>'
-            f'<td class="l">{"agrees" if b.passed else "DRIFTS"}</td>'
+            f'<tr class="{"fail" if state == "DRIFTS" else ""}"><td class="l">{escape(b.spec.label)}</td>'
+            f'<td class="l">{escape(state)}</td>'
             f"<td>{_num(None if c is None else c.max_rel)}</td>"
             f"<td>{_num(None if c is None else c.tolerance_rtol)}</td>"
-            f'<td class="l">{_path(first)}</td><td class="l">{_path(reaching)}</td><td>{len(b.divergences)}</td></tr>')
+            f'<td class="l">{_path(b.lead)}</td><td class="l">{_path(b.first_divergence)}</td>'
+            f'<td>{len(b.divergences)}</td><td class="l">{escape(", ".join(b.not_compared)) or "—"}</td></tr>')
     return f'<h2>Summary</h2><div class="scroll"><table class="grid">{head}{"".join(rows)}</table></div>'
 
 
 def _backend(report: DriftReport, backend: BackendDrift, pictures: list[Picture]) -> str:
     parts = [f"<h2>{escape(backend.spec.label)} vs {escape(report.baseline['label'])}</h2>"]
+    if not backend.applicable:
+        parts.append(f'<p class="note">Not applicable to this model: {escape(backend.not_applicable or "")}</p>')
+        return "\n".join(parts)
     if backend.isolated is None:
         parts.append(f'<p class="note">{escape(backend.isolated_note)}</p>')
-    first, reaching = backend.first_divergence, backend.first_divergence_reaching_output
+    if backend.not_compared:
+        compared = len({r.lua_path for r in backend.accumulated if r.status != "not compared"})
+        items = "".join(f"<li>{escape(reason if path in reason else f'Lua path {path}: {reason}')}</li>"
+                        for path, reason in backend.not_compared.items())
+        parts.append(f'<div class="note">Not compared ({len(backend.not_compared)} path(s); the verdict rests on '
+                     f"the {compared} compared):<ul>{items}</ul></div>")
+    first, reaching, lead = backend.first_divergence, backend.first_divergence_reaching_output, backend.lead
     if first is None:
         parts.append("<p>No local divergence: every layer agrees in "
                      f"{'both views' if backend.isolated is not None else 'the accumulated view'}.</p>")
     else:
-        parts.append("<h3>First divergence</h3>" + _finding(first))
-        if reaching is not None and reaching is not first:
+        parts.append("<h3>Biggest finding (the largest effect on the output: fix this first)</h3>" + _finding(lead))
+        if first is not lead:
+            parts.append("<h3>First divergence</h3>" + _finding(first))
+        if reaching is not None and reaching is not first and reaching is not lead:
             parts.append("<h3>First divergence that reaches the output</h3>" + _finding(reaching))
         elif reaching is None:
             parts.append("<p>No divergence reaches the output: every one is absorbed downstream.</p>")
@@ -132,19 +159,21 @@ def _finding(d: Divergence) -> str:
             f"<b>Lua path {escape(d.lua_path)}</b> — <code>{escape(d.torch_class)}</code> "
             f"<span class=\"hint\">({escape(hp)})</span><br>"
             f"<b>{escape(d.classification)}</b>: {effect}<ul>{symptoms}</ul>"
-            f'<div class="hint">Usual cause: {escape(d.hint)}</div></div>')
+            f'<div class="hint">Usual causes: {escape(d.hint)}</div></div>')
 
 
 def _divergence_table(backend: BackendDrift) -> str:
-    head = ("<tr><th>path</th><th>class</th><th>max rel</th><th>effect</th><th>absorbed by</th>"
-            "<th>output max rel (alone)</th><th>symptoms</th></tr>")
+    rank = {id(d): index for index, d in enumerate(backend.ranked, start=1)}
+    head = ("<tr><th>path</th><th>rank by effect</th><th>class</th><th>max rel</th><th>effect</th>"
+            "<th>absorbed by</th><th>output max rel (alone)</th><th>symptoms</th></tr>")
     rows = "".join(
         f'<tr class="{"fail" if d.reaches_output else ""}"><td class="l">{escape(d.lua_path)}</td>'
+        f"<td>{rank[id(d)]}</td>"
         f'<td class="l">{escape(d.torch_class)}</td><td>{_num(d.max_rel)}</td>'
         f'<td class="l">{escape(d.classification)}</td><td class="l">{escape(d.absorbed_by or "")}</td>'
         f'<td>{_num(d.output_max_rel)}</td><td class="l wrap">{escape("; ".join(s.text for s in d.symptoms))}</td></tr>'
         for d in backend.divergences)
-    return (f"<h3>All local divergences ({escape(backend.divergences[0].view)} view)</h3>"
+    return (f"<h3>All local divergences ({escape(backend.divergences[0].view)} view), in execution order</h3>"
             f'<div class="scroll"><table class="grid">{head}{rows}</table></div>')
 
 
@@ -173,8 +202,9 @@ def _layer_table(report: DriftReport, results: list[LayerResult]) -> str:
 
 
 def _figure(picture: Picture) -> str:
-    # Small maps are scaled up for the eye (pixelated, so every element stays one visible block).
-    zoom = max(1, min(8, 256 // max(picture.height, 1)))
+    # Heatmaps come scaled up with their colour bar and its labels drawn at 1:1; small strips are scaled up for
+    # the eye (pixelated, so every element stays one visible block).
+    zoom = 1
     if picture.kind == "strip":
         zoom = max(1, min(4, 1100 // max(picture.width, 1)))
     data = base64.b64encode(picture.png).decode("ascii")

@@ -1,21 +1,29 @@
 """The drift report as plain text for a terminal: verdicts and findings first, then the per-layer tables.
 
-A view of :class:`harness.drift.analysis.DriftReport`; it computes nothing new. Each failing backend
-ends with what to look at next.
+A view of :class:`harness.drift.analysis.DriftReport`; it computes nothing new. Each backend's summary
+leads with its biggest finding (the largest effect on the output) and ends with what to fix next; the
+per-layer tables keep execution order. Paths that were not compared are listed with the reason.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 from harness.drift.analysis import CONSTRUCTOR_ORDER, BackendDrift, Divergence, DriftReport, LayerResult
+from harness.drift.analysis import verdict as overall_verdict
 
 COLUMNS = ("path", "class", "shape", "max abs", "mean abs", "p99", "max rel", "worst index", "NaN/Inf",
            "need rtol", "rtol", "verdict")
 
 
-def render_text(report: DriftReport, *, tables: bool = True, verdict: bool = True) -> str:
-    """The report as text: header, notes, one summary per backend, optional per-layer tables, verdict line."""
+def render_text(report: DriftReport, *, tables: bool = True, verdict: bool = True,
+                expected_to_drift: Collection[str] = ()) -> str:
+    """The report as text: header, notes, one summary per backend, optional per-layer tables, verdict line.
+
+    ``expected_to_drift``: backend names whose drift is a finding, not a failure (harness.drift.analysis.verdict);
+    the HTML view takes the same argument, so both say the same thing.
+    """
     lines = [_header(report), ""]
     lines += [f"note: {note}" for note in report.notes]
     if report.notes:
@@ -27,9 +35,8 @@ def render_text(report: DriftReport, *, tables: bool = True, verdict: bool = Tru
         for backend in report.backends:
             lines += _tables(report, backend)
     if verdict:
-        outcome = ("all backends agree with the baseline" if report.passed
-                   else "DRIFT: some backends leave the tolerance")
-        lines.append(f"{outcome} (exit status {0 if report.passed else 1})")
+        outcome = overall_verdict(report, expected_to_drift)
+        lines.append(f"{outcome.text} (exit status {0 if outcome.passed else 1})")
     return "\n".join(lines) + "\n"
 
 
@@ -46,6 +53,8 @@ def _header(report: DriftReport) -> str:
 
 
 def _backend_summary(report: DriftReport, backend: BackendDrift) -> list[str]:
+    if not backend.applicable:
+        return [f"== {backend.spec.label}: NOT APPLICABLE to this model: {backend.not_applicable}"]
     out = backend.output
     head = f"== {backend.spec.label}: {'AGREES' if backend.passed else 'DRIFTS'}"
     if out.comparison is not None and out.comparison.shape_actual == out.comparison.shape_expected:
@@ -58,40 +67,57 @@ def _backend_summary(report: DriftReport, backend: BackendDrift) -> list[str]:
     lines = [head]
     if backend.isolated is None:
         lines.append(f"   {backend.isolated_note}")
-    first, reaching = backend.first_divergence, backend.first_divergence_reaching_output
+    lines += _not_compared_lines(backend)
+    first, reaching, lead = backend.first_divergence, backend.first_divergence_reaching_output, backend.lead
     if first is None:
         failing = [r.lua_path for r in backend.accumulated + (backend.isolated or []) if not r.passed]
         if failing:
             lines.append(f"   no local divergence isolated; failing paths: {', '.join(dict.fromkeys(failing))}")
         return lines
-    lines.append(f"   first divergence: {_describe(first)}")
-    if reaching is not None and reaching is not first:
+    lines.append(f"   biggest finding{' and first divergence' if first is lead else ''}: {_describe(lead)}")
+    if first is not lead:
+        lines.append(f"   first divergence: {_describe(first)}")
+    if reaching is not None and reaching is not first and reaching is not lead:
         lines.append(f"   first divergence reaching the output: {_describe(reaching)}")
     elif reaching is None:
         lines.append("   no divergence reaches the output")
-    lines.append(f"   {len(backend.divergences)} local divergence(s) ({backend.divergences[0].view} view):")
-    for divergence in backend.divergences:
+    ranked = backend.ranked
+    lines.append(f"   {len(ranked)} local divergence(s) ({ranked[0].view} view), biggest effect on the output first:")
+    for rank, divergence in enumerate(ranked, start=1):
         symptoms = "; ".join(s.text for s in divergence.symptoms)
-        lines.append(f"   - {divergence.lua_path} {divergence.torch_class} {_hp(divergence.hparams)}: "
+        lines.append(f"   {rank}. {divergence.lua_path} {divergence.torch_class} {_hp(divergence.hparams)}: "
                      f"{divergence.classification}"
                      f"{' — ' + divergence.propagation_note if divergence.propagation_note else ''}")
         lines.append(f"       {symptoms}")
-    hinted = dict.fromkeys(d.torch_class for d in backend.divergences if d.reaches_output)
+    hinted = dict.fromkeys(d.torch_class for d in ranked if d.reaches_output)
     for torch_class in hinted:
-        hint = next(d.hint for d in backend.divergences if d.torch_class == torch_class)
+        hint = next(d.hint for d in ranked if d.torch_class == torch_class)
         lines.append(f"   hint ({torch_class}): {hint}")
-    if reaching is not None:
-        lines.append(f"   next: fix Lua path {reaching.lua_path} first, then re-run drift; "
-                     "--html/--pictures show where in the image it differs")
+    if lead is not None and lead.reaches_output:
+        lines.append(f"   next: fix Lua path {lead.lua_path} first (the biggest effect on the output), then re-run "
+                     "drift; --html/--pictures show where in the image it differs")
+    return lines
+
+
+def _not_compared_lines(backend: BackendDrift) -> list[str]:
+    reasons = backend.not_compared
+    if not reasons:
+        return []
+    compared = len({r.lua_path for r in backend.accumulated if r.status != "not compared"})
+    lines = [f"   not compared ({len(reasons)} path(s); the verdict rests on the {compared} compared):"]
+    lines += [f"   - {reason}" if path in reason else f"   - Lua path {path}: {reason}"
+              for path, reason in reasons.items()]
     return lines
 
 
 def _describe(divergence: Divergence) -> str:
     return (f"Lua path {divergence.lua_path} ({divergence.torch_class} {_hp(divergence.hparams)}), "
-            f"{divergence.classification}: {divergence.symptoms[0].text}")
+            f"{divergence.classification} ({divergence.effect_text}): {divergence.symptoms[0].text}")
 
 
 def _tables(report: DriftReport, backend: BackendDrift) -> list[str]:
+    if not backend.applicable:
+        return []
     lines = []
     for view, results in (("accumulated", [*backend.accumulated, backend.output]), ("isolated", backend.isolated)):
         if results is None:

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.warmup < 0:
         raise UserError("--repeats must be >= 1 and --warmup >= 0")
     runs = _runs(args.backends, args.dtype, default_runs, parse_run)
+    if args.backends is not None:
+        _require_installed(runs)  # an explicitly requested backend that cannot run: one line, exit 2
     model, description = _model(args.model)
     config = BenchConfig(model=model, runs=runs, sizes=sizes, repeats=args.repeats, warmup=args.warmup,
                          rss_sizes=rss_sizes, threads=args.threads, sgemm_size=args.sgemm_size,
@@ -98,6 +100,15 @@ def _command(args: argparse.Namespace, runs: list[tuple[str, str]], sizes: list[
         if value is not None:
             parts += [option, str(value)]
     return " ".join(shlex.quote(part) for part in parts)
+
+
+def _require_installed(runs: list[tuple[str, str]]) -> None:
+    """Resolve every requested backend before any timing: a missing framework raises BackendError naming the
+    extra to install (harness.core.registry.get_backend), instead of a table row and exit status 0."""
+    from harness.core.registry import get_backend
+
+    for name in dict.fromkeys(name for name, _ in runs):
+        get_backend(name)
 
 
 def _sizes(text: str, option: str) -> list[int]:

@@ -13,12 +13,33 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import shutil
 from pathlib import Path
 
 from fileio.errors import UserError
 
 ORDER = 40
+
+# What each target needs installed: (importable module, pip extra). Checked before anything is imported, so a
+# missing framework is one line naming the extra, not a traceback from deep inside the exporter.
+NEEDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "torchscript": (("torch", "torch"),),
+    "torch-export": (("torch", "torch"),),
+    "onnx": (("torch", "torch"), ("onnx", "onnx")),
+    "tf-savedmodel": (("tensorflow", "tf"),),
+    "tf-checkpoint": (("tensorflow", "tf"),),
+    "tflite": (("tensorflow", "tf"),),
+}
+# The exporters' own accounts of their checks, read back into one wording (CHECK_WORDING).
+_CHECK_PATTERNS = (
+    re.compile(r"on (?P<shape>\d+(?:x\d+)+) (?P<dtype>float\d+)(?P<noise> with \d+ noise inputs)?: "
+               r"max \|diff\| (?P<abs>\S+) \(rel (?P<rel>[^,)]+)(?:, limit (?P<limit>[^)]+))?\)"),
+    re.compile(r"on a \((?P<shape>\d+(?:, *\d+)+)\) input: max\|diff\|=(?P<abs>\S+) \(rel (?P<rel>[^,)]+)"
+               r"(?:, limit (?P<limit>[^)]+))?\)"),
+)
+CHECK_WORDING = ("checked: the reloaded artefact, run on a {shape} {dtype} input{noise}, is within {abs} of the "
+                 "in-memory model (max |diff|; rel {rel} of the output's scale{limit})")
 
 EXPORTERS: dict[str, tuple[str, str]] = {
     "torchscript": ("torch_impl.export:export_torchscript", "TorchScript by torch.jit.trace (.pt; libtorch loads it)"),
@@ -47,17 +68,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fileio.atomic import check_destination
+
+    out: Path = args.out
+    if out.is_dir():
+        raise UserError(f"{out} is a directory; give a file name for the {args.target} artefact")
+    check_destination(out)  # a missing or read-only folder fails here, before the (slow) export
+    require_frameworks(args.target)
     module_name, _, function_name = EXPORTERS[args.target][0].partition(":")
     try:
         module = importlib.import_module(module_name)
         exporter = getattr(module, function_name)
     except ImportError as error:
-        raise UserError(f"--to {args.target} needs a package that is not installed: {error}") from None
-    out: Path = args.out
-    if out.is_dir():
-        raise UserError(f"{out} is a directory; give a file name for the {args.target} artefact")
-    if not out.parent.is_dir():
-        raise UserError(f"cannot write {out}: directory {out.parent} does not exist")
+        missing = getattr(error, "name", None) or str(error)
+        raise UserError(f"--to {args.target} needs {missing}, which is not installed; install it with: "
+                        f"pip install -e '.[{NEEDS[args.target][-1][1]}]'") from None
     # Write beside the target and rename: a failed export or check never leaves a half-written OUT.
     # The suffix stays last (torch.export.save insists on ".pt2").
     partial = out.with_name(f".{out.stem}.partial-{os.getpid()}{out.suffix}")
@@ -75,8 +100,41 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"cannot write {out}: {error.strerror or error}") from None
     finally:
         _remove(partial)
-    print(f"wrote {out} ({args.target}, {args.dtype}); {summary}")
+    print(f"wrote {out} ({args.target}, {args.dtype}); {check_summary(summary, args.dtype)}")
     return 0
+
+
+def require_frameworks(target: str) -> None:
+    """One line naming the pip extra when a framework ``target`` needs is not installed."""
+    from harness.core.registry import framework_installed
+
+    for module, extra in NEEDS.get(target, ()):
+        if not framework_installed(module):
+            raise UserError(f"--to {target} needs {module}, which is not installed; install it with: "
+                            f"pip install -e '.[{extra}]' (or scripts/setup-venv for everything)")
+
+
+def check_summary(summary: str, dtype: str) -> str:
+    """The exporter's account of its check in the one wording every target shares (CHECK_WORDING); what it says
+    besides the check (e.g. which functions a SavedModel holds) is kept in front."""
+    if isinstance(summary, dict):
+        fields = summary
+        prefix = ""
+    else:
+        for pattern in _CHECK_PATTERNS:
+            match = pattern.search(summary)
+            if match:
+                break
+        else:
+            return summary
+        fields = match.groupdict()
+        prefix = summary[:match.start()]
+        prefix = re.sub(r"\s*(reloaded and checked against.*)?$", "", prefix).rstrip(" ;:,")
+    shape = "x".join(part.strip() for part in re.split(r"[x,]", str(fields["shape"])))
+    text = CHECK_WORDING.format(shape=shape, dtype=fields.get("dtype") or dtype, noise=fields.get("noise") or "",
+                                abs=fields["abs"], rel=str(fields["rel"]).strip(),
+                                limit=f", limit {fields['limit']}" if fields.get("limit") else "")
+    return f"{prefix}; {text}" if prefix else text
 
 
 def _remove(path: Path) -> None:

@@ -66,23 +66,29 @@ def judged_backends(names: list[str]) -> frozenset[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fileio.errors import UserError
+    from fileio.folders import output_folder
+
+    if args.image_size < 32 or args.image_size % 32:
+        raise UserError(f"--image-size {args.image_size}: the pyramid nets need a multiple of 32 (at least 32)")
+    with output_folder(args.out):  # removed again if the demo fails before writing anything
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from contract.families import image_to_input
     from fileio.atomic import atomic_write_bytes
     from fileio.errors import UserError
     from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL
+    from harness.core.memory import check_memory
+    from harness.core.registry import parse_run_spec
     from harness.drift.gallery import Section, contact_sheet, render_gallery
     from harness.drift.text_view import render_text
     from texture_nets.report_files import write_drift_report
     from zoo import resolve_model
 
-    if args.image_size < 32 or args.image_size % 32:
-        raise UserError(f"--image-size {args.image_size}: the pyramid nets need a multiple of 32 (at least 32)")
-    try:
-        args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create {args.out}: {error.strerror or error}") from None
     backends = installed_backends()
     judged = judged_backends(backends)
     started = time.perf_counter()
@@ -112,17 +118,20 @@ def run(args: argparse.Namespace) -> int:
                   DEFAULT_MODEL, photo, f"{DEFAULT_IMAGE.name} at {args.image_size}²"))
 
     sections, texts = [], []
+    expected_to_drift = frozenset(parse_run_spec(b, "float32").backend for b in backends) - judged
     for title, name, model, x, source in plans:
-        applicable = [b for b in backends if name == "johnson" or not b.startswith("tf-seed")]
-        say(f"{title}: {model.name}, backends {', '.join(applicable)}")
+        say(f"{title}: {model.name}, backends {', '.join(backends)}")
         from harness.drift import run_drift
 
-        report = run_drift(model, x, applicable, input_source=source, seed=args.seed,
+        check_memory(load_module_tree(model), [parse_run_spec(b, "float32").backend for b in backends], "float32",
+                     x.shape, traced=True, baseline=True, image=True, what=f"--image-size {args.image_size}",
+                     size_option="--image-size")
+        report = run_drift(model, x, backends, input_source=source, seed=args.seed,
                            progress=lambda message, title=title: say(f"  {message}"))
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
         write_drift_report(report, json_path=folder / "report.json", html_path=folder / "report.html",
-                           pictures_dir=folder / "pictures")
+                           pictures_dir=folder / "pictures", expected_to_drift=expected_to_drift)
         sections.append(Section(title, f"{model.name} ({report.model.get('family')})", report,
                                 f"{name}/report.html", judged))
         texts.append(f"\n## {title}\n" + render_text(report, tables=False, verdict=False))

@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fileio.arrays import array_shape, load_array
     from fileio.atomic import atomic_write, check_destination
+    from harness.core.memory import check_memory
     from harness.core.registry import get_backend
     from harness.core.runs import forward, load_runner
     from texture_nets.model_choice import choose_model, run_noise
@@ -50,10 +52,15 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"refusing to overwrite the input {args.input} with {destination}")
             check_destination(destination)  # fail before the (slow) forward pass
     choice = choose_model(args)
-    x = load_input_array(args.input, choice.planes)
     backend = get_backend(args.backend)
     if args.dtype not in backend.dtypes:
         raise UserError(f"backend '{backend.name}' supports {', '.join(backend.dtypes)}, not {args.dtype}")
+    shape = array_shape(args.input)
+    shape = (1, *shape) if len(shape) == 3 else shape
+    if len(shape) == 4:  # anything else gets load_array's one line
+        check_memory(choice.root, [backend.name], args.dtype, shape, traced=args.trace is not None,
+                     what=f"{args.input} ({'x'.join(map(str, shape))})", size_option=None)
+    x = load_array(args.input, choice.planes)
     noise = run_noise(args, choice, x.shape, args.dtype)
     runner = load_runner(backend, choice.model, args.dtype, root=choice.root, batchnorm=choice.batchnorm)
     output, trace = forward(runner, x.astype(args.dtype), trace=args.trace is not None, noise=noise)
@@ -72,31 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _noise_source(args: argparse.Namespace) -> str:
     return f"noise from {args.noise}" if args.noise is not None else f"noise drawn with seed {args.seed or 0}"
-
-
-def load_input_array(path: Path, planes: int = 3) -> np.ndarray:
-    """Read X.npy: N×C×H×W (or C×H×W) finite numbers with the model's C; returns a 4-D array."""
-    try:
-        x = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except ValueError as error:
-        if "pickle" in str(error).lower():
-            raise UserError(f"{path}: holds Python objects (a pickle), not a plain numeric array; this tool reads "
-                            "plain .npy arrays only") from None
-        raise UserError(f"{path}: not a readable .npy array ({error})") from None
-    except (OSError, EOFError) as error:
-        raise UserError(f"{path}: not a readable .npy array ({error})") from None
-    if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu":
-        raise UserError(f"{path}: expected a numeric array, found dtype {getattr(x, 'dtype', type(x))}")
-    if x.ndim == 3:
-        x = x[np.newaxis]
-    if x.ndim != 4 or x.shape[1] != planes or min(x.shape) < 1:
-        raise UserError(f"{path}: this model's forward takes N×{planes}×H×W (or {planes}×H×W), found "
-                        f"{'×'.join(map(str, x.shape))}")
-    if not np.isfinite(x).all():
-        raise UserError(f"{path}: the input holds NaN or Inf values")
-    return x
 
 
 def _write_with(save, path: Path, *args, **kwargs) -> None:

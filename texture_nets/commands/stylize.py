@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from contract.families import image_to_input, mask_to_input
     from fileio.errors import UserError
-    from fileio.images import deprocess, load_image, save_image
+    from fileio.images import deprocess, image_dimensions, load_image, save_image
+    from harness.core.memory import check_memory
     from harness.core.registry import get_backend
     from harness.core.runs import forward, load_runner
     from texture_nets.model_choice import check_size, choose_model, run_noise
@@ -54,8 +55,15 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend)
     if args.dtype not in backend.dtypes:
         raise UserError(f"backend '{backend.name}' supports {', '.join(backend.dtypes)}, not {args.dtype}")
+    if args.image_size is not None:
+        height = width = args.image_size
+    else:
+        width, height = image_dimensions(args.input)
+    check_size(choice, height, width)
+    check_memory(choice.root, [backend.name], args.dtype, (1, choice.planes, height, width), image=True,
+                 what=f"--image-size {args.image_size}" if args.image_size else f"{args.input} ({width}x{height})",
+                 size_option="--image-size")
     image = load_image(args.input, args.image_size)
-    check_size(choice, image.shape[2], image.shape[3], image.shape[0])
     if choice.family.kind == "doodle":
         palette = getattr(choice.entry, "palette", None)
         x, _ = mask_to_input(image, choice.planes, palette)

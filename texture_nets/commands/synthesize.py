@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from fileio.atomic import check_destination
     from fileio.errors import UserError
     from fileio.images import deprocess, save_image
+    from harness.core.memory import check_memory
     from harness.core.registry import get_backend
     from harness.core.runs import forward, load_runner
     from texture_nets.model_choice import check_size, choose_model, run_noise
@@ -75,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend)
     if args.dtype not in backend.dtypes:
         raise UserError(f"backend '{backend.name}' supports {', '.join(backend.dtypes)}, not {args.dtype}")
+    check_memory(choice.root, [backend.name], args.dtype, (args.count, choice.planes, height, width), image=True,
+                 what=f"--size {height}x{width} --count {args.count}")
     x = np.zeros((args.count, choice.planes, height, width), dtype=args.dtype)  # texture.ipynb: torch.zeros
     noise = run_noise(args, choice, x.shape, args.dtype)
     runner = load_runner(backend, choice.model, args.dtype, root=choice.root, batchnorm=choice.batchnorm)

@@ -14,15 +14,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "verify",
         help="run a port (any backend or plug-in) through a fixed battery and write its report card",
-        description="Run BACKEND (a built-in, an entry-point plug-in such as onnx or opencv, or module:factory) "
-        "through a fixed battery: the Torch7 ground-truth runs (both johnson layouts, odd sizes, batch 2; "
-        "with ../shared, the full-width runs and the real v1-era models' runs) and reference-judged cases for what "
-        "they do not cover (a real photo, odd and non-square sizes, batch 2, the real models of every family that "
-        "are on this machine). Each case is a drift analysis against the float64 reference; the card gives per case and per "
-        "Lua path agree or drift, the distance relative to float32 Torch7's own rounding, the first divergence "
-        "with its diagnosis, and what could not be tested and why. Writes card.md, card.json and card.html (with "
-        "pictures and a depth chart per case) to --out. Exit status 0 when no case drifts, 1 otherwise, 2 on bad "
-        "usage.",
+        description="Run BACKEND (a built-in, an entry-point plug-in such as onnx or opencv, or "
+        "module:factory) through a "
+        "fixed battery: the Torch7 ground-truth runs (both johnson layouts, odd sizes, batch 2; with "
+        "../shared, the full-width runs and the real v1-era models' runs) and reference-judged cases for what "
+        "they do not cover (a real photo, odd and non-square sizes, batch 2, the real models of every family "
+        "that are on this machine). Each case is a drift analysis against the float64 reference; the card "
+        "gives per case and per Lua path agree or drift, the distance relative to float32 Torch7's own "
+        "rounding, the first divergence with its diagnosis, and what could not be tested and why. Writes "
+        "card.md, card.json and card.html (with pictures and a depth chart per case) to --out. Exit status 0 "
+        "when no case drifts, 1 otherwise, 2 on bad usage.",
     )
     parser.add_argument("backend", metavar="BACKEND", help="the port to verify (backend name or module:factory)")
     parser.add_argument("--model", action="append", default=[], metavar="M",
