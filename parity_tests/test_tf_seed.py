@@ -1,5 +1,5 @@
 """tf-seed, the published TF port reproduced with its flaws (tf_impl/seed.py): it must drift from Torch7
-exactly where FACTS §3 says, and nowhere upstream of that.
+exactly where docs/torch7-semantics.md says, and nowhere upstream of that.
 
 Measured on the committed narrow pretrained runs (tensorflow-cpu 2.21.0), max |diff| / max |reference|:
 
@@ -11,6 +11,9 @@ Measured on the committed narrow pretrained runs (tensorflow-cpu 2.21.0), max |d
 | 6, 9     | VALID stride-2 conv, no zero padding     | 6: 15x15 vs Torch's 16x16 (32x32), 18x14 vs 19x15     |
 | 17, 20   | forced-shape VALID transpose: full[0:2H] | shapes follow 6/9; isolated: see below                |
 | output   | last conv without its bias               | rel 1.1-1.2 (even sizes); 37x29 -> 37x29, not 40x32   |
+
+The seed is a port of the johnson generator only: every other model family (the v1-era pyramids, the demos, the
+doodle; docs/real-models.md) is refused with one BackendError naming the family.
 
 Isolated (fed the oracle's own input), the seed's transposes at 17 and 20 give Torch7's result shifted by one
 pixel minus the dropped bias: shifted back and bias added they match within 1.6e-07; unshifted they are off by
@@ -26,8 +29,8 @@ tf = pytest.importorskip("tensorflow")
 
 from contract import BackendError  # noqa: E402
 from harness.core.compare import Tolerance, assert_close, compare  # noqa: E402
-from parity_tests.ground_truth import OracleRun, fixture_runs  # noqa: E402
-from t7file import load_module_tree, trace_paths  # noqa: E402
+from parity_tests.ground_truth import REAL_MODELS_DIR, OracleRun, fixture_runs  # noqa: E402
+from t7file import T7Module, load_module_tree, trace_paths  # noqa: E402
 from tf_impl.backend import TFBackend  # noqa: E402
 from tf_impl.seed_backend import TFSeedBackend  # noqa: E402
 
@@ -94,7 +97,8 @@ def test_seed_drifts_where_facts_say(run: OracleRun, runners) -> None:
 @pytest.mark.parametrize("run", [run for run in PRETRAINED_RUNS if run.trace], ids=repr)
 @pytest.mark.parametrize("path", ["17", "20"])
 def test_seed_transpose_is_torch_shifted_by_one_pixel(run: OracleRun, path: str, runners) -> None:
-    """Fed Torch7's own input, the seed's transpose keeps full[0:2H] where Torch keeps full[1:2H+1] (FACTS §3)."""
+    """Fed Torch7's own input, the seed's transpose keeps full[0:2H] where Torch keeps full[1:2H+1]
+    (docs/torch7-semantics.md)."""
     previous = str(int(path) - 1)
     seed = runners(TFSeedBackend(), run).run_module(path, run.trace[previous])
     bias = load_module_tree(run.model_path).find(path).array("bias").astype(run.dtype)[None, :, None, None]
@@ -109,3 +113,30 @@ def test_seed_refuses_the_head_layout() -> None:
     head = next(run.model_path for run in fixture_runs() if run.layout == "head")
     with pytest.raises(BackendError, match="pretrained layout"):
         TFSeedBackend().load(head, "float32")
+
+
+# -- tf-seed is the johnson generator's port: every other family is refused in one line -----------------------------
+def _family_files() -> list:
+    files = {"v1-style": "texture_nets_v1__starry_style.t7", "v1-texture": "texture_nets_v1__pebble.png_model.t7",
+             "demos": "torch-opencv-demos__starry.t7", "doodle": "online-neural-doodle__starry_night.t7"}
+    missing = pytest.mark.skip("no ../shared/realmodels")
+    return [pytest.param(REAL_MODELS_DIR / name, family, id=family,
+                         marks=() if (REAL_MODELS_DIR / name).is_file() else missing)
+            for family, name in files.items()]
+
+
+@pytest.mark.parametrize("model, family", _family_files())
+def test_seed_refuses_the_real_v1_era_files(model, family: str) -> None:
+    with pytest.raises(BackendError) as info:
+        TFSeedBackend().load(model, "float32", batchnorm="train")
+    assert str(info.value) == (f"tf-seed reproduces the published port of the johnson generator; it does not apply "
+                               f"to {family} models")
+
+
+def test_seed_refuses_a_pyramid_without_the_shared_files() -> None:
+    rng = np.random.default_rng(0)
+    conv = T7Module("nn.SpatialConvolution", "2", {"nInputPlane": 3, "nOutputPlane": 2, "kW": 1, "kH": 1, "dW": 1,
+                                                    "dH": 1, "weight": rng.standard_normal((2, 3, 1, 1))})
+    root = T7Module("nn.Sequential", "", {}, (T7Module("nn.GenNoise", "1", {}), conv))
+    with pytest.raises(BackendError, match="it does not apply to v1-texture models"):
+        TFSeedBackend().load(root, "float64")

@@ -3,8 +3,9 @@
 Each is called as ``function(model, out_path, dtype) -> str`` (see
 texture_nets/commands/convert.py): it writes the artefact, reloads it with its
 own runtime, runs it and the code-built TF graph (from the .t7) on one seeded
-input, and returns a one-line account of that check. Unsupported dtypes raise
-``ValueError``.
+input (and seeded noise, for models that draw some), and returns a one-line
+account of that check. Batch norms are built in the model family's mode
+(docs/real-models.md). Unsupported dtypes raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -13,23 +14,44 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import BackendError
+from contract.families import input_planes
 from t7file import T7Module
 from tf_impl.backend import TFBackend
-from tf_impl.runner import DTYPES
-from tf_impl.weights import load_root
+from tf_impl.runner import DTYPES, resolve_batchnorm
+from tf_impl.shapes import walk_shapes
+from tf_impl.weights import load_root, spec_from_module
 
-CHECK_SHAPE = (1, 3, 23, 18)  # odd, non-square: exercises the crops and the adj rows
+# Odd and non-square first (exercises the crops and the adj rows of the johnson generators); the
+# pyramid nets need multiples of 16 or 32, so the first size their shape walk accepts is used.
+CHECK_SIZES = ((23, 18), (64, 32), (64, 64), (128, 96))
+
+
+def check_inputs(root: T7Module, dtype: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A seeded input (and noise) of the first size in CHECK_SIZES that the model can take."""
+    spec = spec_from_module(root, dtype, batchnorm=resolve_batchnorm(root, None))
+    planes = input_planes(root)
+    rng = np.random.default_rng(0)
+    for h, w in CHECK_SIZES:
+        try:
+            walk = walk_shapes(spec, (1, planes, h, w))
+        except BackendError:
+            continue
+        x = rng.random((1, planes, h, w)).astype(dtype)
+        return x, {path: rng.random(shape).astype(dtype) for path, shape in walk.noise.items()}
+    raise ValueError(f"none of the check sizes {', '.join(f'{h}x{w}' for h, w in CHECK_SIZES)} suits this model")
 
 
 def _check(kind: str, root: T7Module, runner, dtype: str) -> str:
-    x = np.random.default_rng(0).random(CHECK_SHAPE).astype(dtype)
-    expected, _ = TFBackend().load(root, dtype).forward(x)
-    actual, _ = runner.forward(x)
+    x, noise = check_inputs(root, dtype)
+    kwargs = {"noise": noise} if noise else {}
+    expected, _ = TFBackend().load(root, dtype).forward(x, **kwargs)
+    actual, _ = runner.forward(x, **kwargs)
     if actual.shape != expected.shape:
         raise ValueError(f"the reloaded {kind} gives shape {actual.shape}, the .t7 graph {expected.shape}")
     diff = float(np.max(np.abs(actual.astype(np.float64) - expected)))
     scale = float(np.max(np.abs(expected)))
-    return (f"reloaded and checked against the .t7 graph on a {CHECK_SHAPE} input: max|diff|={diff:.3g} "
+    return (f"reloaded and checked against the .t7 graph on a {x.shape} input: max|diff|={diff:.3g} "
             f"(rel {diff / scale if scale else 0.0:.3g})")
 
 

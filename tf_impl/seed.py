@@ -5,7 +5,7 @@ layer. Do not use it to stylize. It walks the same module tree and records the
 same Lua paths as the faithful ``tf`` backend; where the seed did what Torch
 does (stacked 1-pixel SYMMETRIC replication pads, moments-based IN, ReLU,
 residual adds) it uses the very same ops (:mod:`tf_impl.layers`). Its three
-deviations from Torch7 (FACTS §3), reproduced on purpose:
+deviations from Torch7 (docs/torch7-semantics.md, "The published TensorFlow port"), reproduced on purpose:
 
 1. **Stride-2 convolutions run VALID, without Torch's zero padding.** The seed
    ran every ``nn.SpatialConvolution`` as ``tf.nn.conv2d(..., padding='VALID')``

@@ -2,71 +2,141 @@
 
 Conversion: the code-built :class:`tf_impl.network.Generator` (or an exported
 SavedModel) is saved with two signatures, ``output`` and ``trace``, both on an
-NHWC input of dynamic shape ``[-1, -1, -1, 3]``, and converted with the stock
+NHWC input ``x`` of dynamic shape ``[-1, -1, -1, C]`` plus one ``noise_<path>``
+input ``[-1, -1, -1, planes]`` per noise module, and converted with the stock
 ``tf.lite.TFLiteConverter`` (built-in ops only: MIRROR_PAD for the stacked
 SYMMETRIC pads, PAD, CONV_2D, TRANSPOSE_CONV with a computed output shape,
-STRIDED_SLICE, MEAN/SQUARED_DIFFERENCE/RSQRT for the IN).
+STRIDED_SLICE, MEAN/SQUARED_DIFFERENCE/RSQRT for the IN, SUM for batch-norm
+statistics, AVERAGE_POOL_2D, CONCATENATION, IF for a Concat's row-major copy).
+
+TF Lite has no float64 reductions, so instance- and batch-norm statistics are
+float32 sums here (``instance_norm_statistics = "float32"``). The batch-norm mode
+is built in; it is recorded, with the input planes, the noise inputs and the
+architecture, as the flatbuffer metadata entry ``texture_nets`` (JSON), so a
+``.tflite`` file checks its inputs like the other runners and refuses another mode.
 
 Interpreter: tensorflow-cpu 2.21 still ships ``tf.lite.Interpreter`` (it warns
 that it is deprecated in favour of the separate ``ai_edge_litert`` package,
 which is not installed here); this backend uses ``ai_edge_litert`` when present
 and ``tf.lite.Interpreter`` otherwise. Inputs of any N, H, W are handled by the
-signature runner, which resizes the input tensor per call. The default CPU path
+signature runner, which resizes the input tensors per call. The default CPU path
 uses the XNNPACK delegate.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from contract import BackendError
 from t7file import T7Module
-from tf_impl.runner import build_generator, check_dtype, nchw_to_nhwc, nhwc_to_nchw, tf_environment
-from tf_impl.weights import load_root
+from tf_impl.runner import (
+    build_generator,
+    check_dtype,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    noise_inputs,
+    resolve_batchnorm,
+    tf_environment,
+)
+from tf_impl.weights import SUPPORTED_CLASSES, LayerSpec, architecture_from_json, load_root
 
 DTYPES = ("float32",)
 # signature names: our own conversion, and one from an exported SavedModel (tf_impl.savedmodel)
 OUTPUT_SIGNATURES = ("output", "serving_default")
 TRACE_SIGNATURES = ("trace", "trace_float32")
+METADATA_NAME = "texture_nets"
+METADATA_FORMAT = "texture-nets tflite"
 
 
-def convert_to_tflite(model: str | Path | T7Module) -> bytes:
-    """A .t7 path, an in-memory T7Module or a SavedModel directory -> .tflite flatbuffer bytes (float32)."""
+def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = None) -> bytes:
+    """A .t7 path, an in-memory T7Module or a SavedModel directory -> .tflite flatbuffer bytes (float32).
+
+    ``batchnorm``: the batch-norm mode built in (None: the model family's convention; a SavedModel
+    keeps the mode it was exported with)."""
     import tensorflow as tf
 
-    from tf_impl.savedmodel import is_savedmodel_dir
+    from tf_impl.savedmodel import METADATA_FILE, is_savedmodel_dir
 
     if not isinstance(model, T7Module) and is_savedmodel_dir(model):
+        metadata = json.loads((Path(model) / METADATA_FILE).read_text())
+        if batchnorm is not None and metadata.get("batchnorm") not in (None, batchnorm):
+            raise BackendError(f"{model} was exported with batch norms in {metadata['batchnorm']} mode; export the "
+                               f".t7 again for {batchnorm} mode")
         converter = tf.lite.TFLiteConverter.from_saved_model(str(model), signature_keys=["serving_default",
                                                                                          "trace_float32"])
         try:
-            return converter.convert()
+            blob = converter.convert()
         except Exception as error:  # ConverterError: the SavedModel's float64 statistics have no TFLite op
             raise BackendError(f"{model}: this SavedModel cannot be converted to TFLite ({type(error).__name__}: "
-                               "its instance norms sum in float64, which TFLite lacks); convert the .t7 "
+                               "its instance or batch norms sum in float64, which TFLite lacks); convert the .t7 "
                                "instead") from None
+        return with_metadata(blob, _metadata(metadata))
     from tf_impl.network import FaithfulOps
 
-    # TFLite has no float64 reductions: instance-norm statistics stay float32 (its measured drift
+    # TFLite has no float64 reductions: normalisation statistics stay float32 (its measured drift
     # is larger than the tf backend's for that reason; see docs/tolerances.md).
-    generator = build_generator(load_root(model), "float32", ops=FaithfulOps(double_statistics=False))
+    root = load_root(model)
+    generator = build_generator(root, "float32", ops=FaithfulOps(double_statistics=False),
+                                batchnorm=resolve_batchnorm(root, batchnorm))
     with tempfile.TemporaryDirectory(prefix="texture_nets_tflite_") as tmp:
         tf.saved_model.save(generator, tmp, signatures={"output": generator.output_float32,
                                                         "trace": generator.trace_float32})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["output", "trace"])
-        return converter.convert()
+        blob = converter.convert()
+    from tf_impl.savedmodel import export_metadata
+
+    return with_metadata(blob, _metadata(export_metadata(generator, model, METADATA_FORMAT)))
 
 
-def export_tflite(model: str | Path | T7Module, out_path: str | Path) -> Path:
+def _metadata(export: dict) -> dict:
+    keep = ("source", "input_planes", "batchnorm", "noise_inputs", "trace_paths", "architecture")
+    return {"format": METADATA_FORMAT, "version": 1, **{key: export.get(key) for key in keep}}
+
+
+def with_metadata(blob: bytes, metadata: dict) -> bytes:
+    """``blob`` with the JSON ``metadata`` added as the flatbuffer metadata entry ``texture_nets``."""
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    buffer = schema_fb.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8)
+    model.buffers = [*(model.buffers or []), buffer]
+    entry = schema_fb.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return flatbuffer_utils.convert_object_to_bytearray(model)
+
+
+def read_metadata(blob: bytes) -> dict | None:
+    """The ``texture_nets`` metadata of a .tflite flatbuffer, or None (a model converted elsewhere)."""
+    from tensorflow.lite.python import schema_py_generated as schema_fb
+
+    model = schema_fb.Model.GetRootAsModel(blob, 0)
+    for index in range(model.MetadataLength()):
+        entry = model.Metadata(index)
+        if entry.Name() == METADATA_NAME.encode():
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            try:
+                return json.loads(bytes(data).decode())
+            except (ValueError, TypeError):
+                return None
+    return None
+
+
+def export_tflite(model: str | Path | T7Module, out_path: str | Path, *, batchnorm: str | None = None) -> Path:
     """Convert and write ``out_path`` (via a temporary file and rename, so a failure leaves no partial file)."""
     out_path = Path(out_path)
-    blob = convert_to_tflite(model)
+    blob = convert_to_tflite(model, batchnorm=batchnorm)
     tmp_path = out_path.with_name(out_path.name + ".tmp")
     tmp_path.write_bytes(blob)
     os.replace(tmp_path, out_path)
@@ -98,27 +168,66 @@ def execution_order(lua_path: str) -> tuple[float, ...]:
 
 
 class TFLiteRunner:
-    def __init__(self, model_content: bytes, num_threads: int | None = None):
+    def __init__(self, model_content: bytes, num_threads: int | None = None, *, batchnorm: str | None = None):
         self.interpreter = make_interpreter(model_content, num_threads)
         names = self.interpreter.get_signature_list()
         self._output_name = next((n for n in OUTPUT_SIGNATURES if n in names), None)
         self._trace_name = next((n for n in TRACE_SIGNATURES if n in names), None)
         if self._output_name is None:
             raise BackendError(f"the .tflite model has no '{OUTPUT_SIGNATURES[0]}' signature (it has {list(names)})")
-        self._input_name = names[self._output_name]["inputs"][0]
+        self._inputs = list(names[self._output_name]["inputs"])
+        self._input_name = "x" if "x" in self._inputs else self._inputs[0]
         self.dtype = "float32"
+        metadata = read_metadata(model_content) or {}
+        self.batchnorm = metadata.get("batchnorm")
+        if batchnorm is not None and self.batchnorm is not None and batchnorm != self.batchnorm:
+            raise BackendError(f"this .tflite model was converted with its batch norms in {self.batchnorm} mode, "
+                               f"which is part of the graph; convert the .t7 again for {batchnorm} mode")
+        self.input_planes: int | None = metadata.get("input_planes")
+        self._spec: LayerSpec | None = (architecture_from_json(metadata["architecture"])
+                                        if metadata.get("architecture") else None)
+        self.trace_paths: list[str] | None = metadata.get("trace_paths")
 
-    def forward(self, x: np.ndarray, trace: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        x_nhwc = nchw_to_nhwc(x, self.dtype)
+    def _feed(self, x: np.ndarray, noise: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        from tf_impl.network import noise_input_name
+
+        x_nhwc = nchw_to_nhwc(x, self.dtype, self.input_planes)
+        n, h, w, c = x_nhwc.shape
+        feed = {self._input_name: x_nhwc}
+        if self._spec is not None:
+            arrays = noise_inputs(self._spec, (n, c, h, w), noise, self.dtype)
+            feed.update({noise_input_name(path): array for path, array in arrays.items()})
+            return feed
+        # A model converted elsewhere: match the noise inputs by name, let the interpreter check shapes.
+        for path, array in (noise or {}).items():
+            name = noise_input_name(path)
+            if name not in self._inputs:
+                raise BackendError(f"noise given for Lua path {path}, which this .tflite model takes no input for")
+            feed[name] = np.ascontiguousarray(np.asarray(array, dtype=self.dtype).transpose(0, 2, 3, 1))
+        missing = [name for name in self._inputs if name not in feed]
+        if missing:
+            raise BackendError(f"no noise given for the .tflite input(s) {', '.join(missing)}")
+        return feed
+
+    def _call(self, signature: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return self.interpreter.get_signature_runner(signature)(**feed)
+        except (ValueError, RuntimeError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BackendError(f"the TF Lite interpreter refused this input: {first}") from None
+
+    def forward(self, x: np.ndarray, trace: bool = False,
+                noise: Mapping[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        feed = self._feed(x, noise)
         if not trace:
-            results = self.interpreter.get_signature_runner(self._output_name)(**{self._input_name: x_nhwc})
-            (output,) = results.values()
+            (output,) = self._call(self._output_name, feed).values()
             return nhwc_to_nchw(output), {}
         if self._trace_name is None:
             raise BackendError("this .tflite model was converted without the 'trace' signature")
-        results = self.interpreter.get_signature_runner(self._trace_name)(**{self._input_name: x_nhwc})
+        results = self._call(self._trace_name, feed)
         output = nhwc_to_nchw(results.pop("output"))
-        return output, {path: nhwc_to_nchw(results[path]) for path in sorted(results, key=execution_order)}
+        order = self.trace_paths if self.trace_paths else sorted(results, key=execution_order)
+        return output, {path: nhwc_to_nchw(results[path]) for path in order if path in results}
 
 
 class TFLiteBackend:
@@ -127,18 +236,20 @@ class TFLiteBackend:
     name = "tflite"
     dtypes = DTYPES
     framework = "tensorflow"
-    # TF Lite has no float64 reductions: the IN moments are float32 sums (Torch7's are double), whose
-    # rounding grows like sqrt(H*W); harness/core/tolerance.py budgets for that.
+    supported_classes = frozenset(SUPPORTED_CLASSES)
+    # TF Lite has no float64 reductions: the IN and batch-norm statistics are float32 sums (Torch7's are
+    # double), whose rounding grows like sqrt(count); harness/core/tolerance.py budgets for that.
     instance_norm_statistics = "float32"
 
     def environment(self) -> dict:
         return tf_environment()
 
-    def load(self, model: str | Path | T7Module, dtype: str) -> TFLiteRunner:
+    def load(self, model: str | Path | T7Module, dtype: str, *, batchnorm: str | None = None) -> TFLiteRunner:
         check_dtype(dtype, DTYPES)
         if not isinstance(model, T7Module) and Path(model).suffix == ".tflite":
             try:
-                return TFLiteRunner(Path(model).read_bytes())
+                content = Path(model).read_bytes()
             except OSError as error:
                 raise BackendError(f"cannot read {model}: {error}") from None
-        return TFLiteRunner(convert_to_tflite(model))
+            return TFLiteRunner(content, batchnorm=batchnorm)
+        return TFLiteRunner(convert_to_tflite(model, batchnorm=batchnorm))
