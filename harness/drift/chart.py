@@ -1,4 +1,4 @@
-"""The depth chart: a backend's error at every Lua path through the network, against the tolerance band.
+"""The depth chart (inline SVG inside the HTML pages, so no namespace and no network reference): a backend's error at every Lua path through the network, against the tolerance band.
 
 An inline SVG (no plotting library, no script): x is the traced paths in execution order, y the
 error relative to each layer's scale on a log axis. Drawn: the tolerance (the band's upper edge, grey),
@@ -51,7 +51,7 @@ def depth_chart(paths: list[str], error: list[float | None], tolerance: list[flo
         fraction = (math.log10(value) - math.log10(y_min)) / (math.log10(y_max) - math.log10(y_min))
         return TOP + plot_h * (1 - min(1.0, fraction))
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+    parts = [f'<svg width="{WIDTH}" height="{HEIGHT}" '
              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="10">']
     if title:
         parts.append(f"<title>{escape(title)}</title>")

@@ -13,6 +13,7 @@ from html import escape
 
 from harness.drift.analysis import BackendDrift, Divergence, DriftReport, LayerResult
 from harness.drift.analysis import verdict as overall_verdict
+from harness.drift.chart import Series, backend_chart
 from harness.drift.pictures import Picture
 from harness.drift.text_view import format_number, format_shape
 
@@ -137,6 +138,8 @@ def _backend(report: DriftReport, backend: BackendDrift, pictures: list[Picture]
             parts.append("<h3>First divergence that reaches the output</h3>" + _finding(reaching))
         elif reaching is None:
             parts.append("<p>No divergence reaches the output: every one is absorbed downstream.</p>")
+    parts.append("<h3>Error through the network (accumulated view)</h3>"
+                 f'<div class="scroll">{backend_chart(report, backend, _rounding_line(report, backend))}</div>')
     if pictures:
         parts.append("<h3>Pictures</h3>")
         parts += [_figure(p) for p in pictures]
@@ -199,6 +202,18 @@ def _layer_table(report: DriftReport, results: list[LayerResult]) -> str:
         rows.append(f'<tr class="{status}"><td class="l">{escape(r.lua_path)}</td><td class="l">{escape(cls)}</td>'
                     f'{cells}<td class="l">{escape(r.status)}</td></tr>')
     return f'<div class="scroll"><table class="grid">{head}{"".join(rows)}</table></div>'
+
+
+def _rounding_line(report: DriftReport, backend: BackendDrift) -> Series | None:
+    """float32 rounding to draw beside a backend's error: the reference float32 run of the same report, when there
+    is one (it sums like Torch7: the stand-in for float32 Torch7's own rounding, drift runs no Torch7)."""
+    stand_in = next((b for b in report.backends if b.spec.backend == "reference" and b.spec.dtype == "float32"
+                     and b is not backend and b.applicable), None)
+    if stand_in is None:
+        return None
+    by_path = {r.lua_path: r.comparison.max_rel for r in stand_in.accumulated if r.comparison is not None}
+    return Series("reference float32 (stand-in for float32 Torch7's rounding)",
+                  [by_path.get(r.lua_path) for r in backend.accumulated], "#2e8b57")
 
 
 def _figure(picture: Picture) -> str:
