@@ -3,69 +3,116 @@
 Every node becomes one PyTorch module registered under its Lua index, so the
 built model's ``named_modules()`` names are the dotted Lua paths ("6",
 "13.1.2.4"). Nothing depends on indices or widths: any nesting of Sequential,
-ConcatTable{Identity, branch} + CAddTable residual blocks, any channel counts,
-both the 2016 "pretrained" and the johnson.lua "head" layouts.
+ConcatTable{Identity, branch} + CAddTable residual blocks, Concat pyramids, any
+channel counts: the johnson generators (2016 "pretrained" and johnson.lua "head"
+layouts) and the v1-era nets of docs/real-models.md (texture_nets v1 style and
+texture nets, torch-opencv-demos, online-neural-doodle).
 
 Weights are read in Torch's own layouts and cast to the requested dtype, like
-Torch's ``:float()`` / ``:double()``.
+Torch's ``:float()`` / ``:double()``. What a file does not record comes from
+``contract.families``: the batch-norm mode (a load argument, the family's
+convention by default) and what each nn.GenNoise draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from t7file import T7ModelError, T7Module, UnsupportedModuleError, load_module_tree
+from contract.families import NoiseModule, batchnorm_mode, noise_modules
+from t7file import T7ModelError, T7Module, UnsupportedModuleError, load_module_tree, trace_paths
+from torch_impl.batchnorm import MODES, build_batch_norm
 from torch_impl.modules import CAddTable, ConcatTable, InstanceNorm, LuaSequential, ReplicationPad, TVLoss
+from torch_impl.noise import GenNoiseFill, GenNoisePlanes
+from torch_impl.pyramid import AveragePool, CircularPad, Concat, UpsampleNearest
+from torch_impl.structure import input_channels
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def load_torch_model(model: str | Path | T7Module, dtype: str = "float32") -> nn.Module:
+@dataclass
+class BuildContext:
+    """What a builder may need beyond its own module: the dtype, the batch-norm mode, the channels
+    each module receives (by Lua path, None where unknown) and the noise modules (by Lua path)."""
+
+    dtype: torch.dtype
+    batchnorm: str = "train"
+    channels: dict[str, int | None] = field(default_factory=dict)
+    noise: dict[str, NoiseModule] = field(default_factory=dict)
+
+
+def load_torch_model(model: str | Path | T7Module, dtype: str = "float32", *,
+                     batchnorm: str | None = None) -> nn.Module:
     """A ready-to-use PyTorch generator from a .t7 path or an in-memory module tree.
 
     The result is in eval mode with gradients off; ``model.get_submodule("13.1.2.4")``
-    is the module at that Lua path.
+    is the module at that Lua path. ``batchnorm``: "train" (batch statistics) or "evaluate"
+    (running statistics); None takes the model family's convention (contract.families).
+    A Sequential root also knows its ``noise_paths`` (the order exported graphs take noise
+    tensors in) and ``trace_paths``.
     """
     root = model if isinstance(model, T7Module) else load_module_tree(model)
-    torch_dtype = _torch_dtype(dtype)
-    module = build_module(root, torch_dtype)
+    mode = batchnorm if batchnorm is not None else batchnorm_mode(root)
+    if mode not in MODES:
+        raise ValueError(f"batchnorm must be one of {', '.join(MODES)}, not {mode!r}")
+    context = BuildContext(_torch_dtype(dtype), mode, input_channels(root),
+                           {spec.lua_path: spec for spec in noise_modules(root)})
+    module = build_module(root, context)
+    if isinstance(module, LuaSequential):
+        module.noise_paths = tuple(context.noise)
+        module.trace_paths = tuple(trace_paths(root))
     module.eval()
     module.requires_grad_(False)
     return module
 
 
-def build_module(t7: T7Module, dtype: torch.dtype) -> nn.Module:
-    """Convert one Torch7 module (and its subtree). Unknown classes raise UnsupportedModuleError."""
+def build_module(t7: T7Module, context: BuildContext | torch.dtype) -> nn.Module:
+    """Convert one Torch7 module (and its subtree). Unknown classes raise UnsupportedModuleError.
+
+    ``context`` may be a bare dtype for trees without batch norms and noise (train-mode batch
+    norms, channels unknown)."""
+    if isinstance(context, torch.dtype):
+        context = BuildContext(context)
     builder = BUILDERS.get(t7.torch_class)
     if builder is None:
         raise UnsupportedModuleError(t7.torch_class, t7.lua_path, list(BUILDERS))
-    return builder(t7, dtype)
+    return builder(t7, context)
 
 
 # -- one builder per Torch7 class ------------------------------------------
 
-
-def _sequential(t7: T7Module, dtype: torch.dtype) -> nn.Module:
-    return LuaSequential([build_module(child, dtype) for child in t7.children])
+Builder = Callable[[T7Module, BuildContext], nn.Module]
 
 
-def _concat_table(t7: T7Module, dtype: torch.dtype) -> nn.Module:
-    return ConcatTable([build_module(child, dtype) for child in t7.children])
+def _sequential(t7: T7Module, context: BuildContext) -> nn.Module:
+    return LuaSequential([build_module(child, context) for child in t7.children])
 
 
-def _leaf(factory: Callable[[], nn.Module]) -> Callable[[T7Module, torch.dtype], nn.Module]:
-    def build(t7: T7Module, dtype: torch.dtype) -> nn.Module:
+def _concat_table(t7: T7Module, context: BuildContext) -> nn.Module:
+    return ConcatTable([build_module(child, context) for child in t7.children])
+
+
+def _concat(t7: T7Module, context: BuildContext) -> nn.Module:
+    dimension = t7.integer("dimension", 2)
+    if not 1 <= dimension <= 4:
+        raise T7ModelError(f"dimension {dimension} is not one of the 4 axes of N x C x H x W",
+                           torch_class=t7.torch_class, lua_path=t7.lua_path)
+    return Concat([build_module(child, context) for child in t7.children], dimension - 1, t7.lua_path)
+
+
+def _leaf(factory: Callable[[], nn.Module]) -> Builder:
+    def build(t7: T7Module, context: BuildContext) -> nn.Module:
         return factory()
 
     return build
 
 
-def _relu(t7: T7Module, dtype: torch.dtype) -> nn.Module:
+def _relu(t7: T7Module, context: BuildContext) -> nn.Module:
     # nn.ReLU is nn.Threshold(0, 0): y = x if x > threshold else val. Never in
     # place here (Torch's ReLU(true) is), so traced outputs are not overwritten.
     threshold = t7.number("threshold", 0)
@@ -75,15 +122,83 @@ def _relu(t7: T7Module, dtype: torch.dtype) -> nn.Module:
     return nn.Threshold(threshold, value)
 
 
-def _replication_padding(t7: T7Module, dtype: torch.dtype) -> nn.Module:
+def _leaky_relu(t7: T7Module, context: BuildContext) -> nn.Module:
+    # x > 0 ? x : x * negval, negval rounded to the element type (THNN LeakyReLU). Never in place here
+    # (Torch7's inplace=true only changes what the previous module's buffer holds afterwards).
+    return nn.LeakyReLU(t7.number("negval", 1 / 100))
+
+
+def _replication_padding(t7: T7Module, context: BuildContext) -> nn.Module:
     return ReplicationPad(t7.integer("pad_l"), t7.integer("pad_r"), t7.integer("pad_t"), t7.integer("pad_b"))
 
 
-def _convolution(t7: T7Module, dtype: torch.dtype) -> nn.Module:
+def _circular_padding(t7: T7Module, context: BuildContext) -> nn.Module:
+    left = t7.integer("pad_l")
+    return CircularPad(left, t7.integer("pad_r", left), t7.integer("pad_t", left), t7.integer("pad_b", left),
+                       t7.lua_path)
+
+
+def _average_pooling(t7: T7Module, context: BuildContext) -> nn.Module:
+    k_w, k_h = t7.integer("kW"), t7.integer("kH")
+    d_w, d_h = t7.integer("dW", k_w), t7.integer("dH", k_h)
+    if t7.integer("padW", 0) or t7.integer("padH", 0) or t7.flag("ceil_mode", False):
+        # No public file pads or uses ceil mode; their window counts differ at the edges.
+        raise T7ModelError("padding and ceil_mode are not supported (every v1-era file has pad 0, floor mode)",
+                           torch_class=t7.torch_class, lua_path=t7.lua_path)
+    if min(k_w, k_h, d_w, d_h) < 1:
+        raise T7ModelError(f"kernel {k_w}x{k_h} and stride {d_w}x{d_h} must be positive",
+                           torch_class=t7.torch_class, lua_path=t7.lua_path)
+    return AveragePool(k_w, k_h, d_w, d_h, t7.lua_path)
+
+
+def _upsampling_nearest(t7: T7Module, context: BuildContext) -> nn.Module:
+    scale = t7.integer("scale_factor")
+    if scale < 1:
+        raise T7ModelError(f"scale_factor {scale} must be a positive integer", torch_class=t7.torch_class,
+                           lua_path=t7.lua_path)
+    return UpsampleNearest(scale)
+
+
+def _batch_norm(t7: T7Module, context: BuildContext) -> nn.Module:
+    return build_batch_norm(t7, context.dtype, context.batchnorm, context.channels.get(t7.lua_path))
+
+
+def _gen_noise(t7: T7Module, context: BuildContext) -> nn.Module:
+    spec = context.noise.get(t7.lua_path)
+    if spec is None:
+        # Built outside a whole tree (no family to read the kind from): decide from the class's own fields.
+        if "num_planes" in t7.fields:
+            return GenNoisePlanes(t7.lua_path, t7.integer("num_planes"))
+        channels = context.channels.get(t7.lua_path)
+        if channels is None:
+            raise T7ModelError("texture_nets' GenNoise fills its input's channels, and this tree does not say how "
+                               "many it receives", torch_class=t7.torch_class, lua_path=t7.lua_path)
+        return GenNoiseFill(t7.lua_path, 0, channels)
+    if spec.kind == "planes":
+        return GenNoisePlanes(spec.lua_path, spec.planes)
+    return GenNoiseFill(spec.lua_path, spec.first_channel, spec.planes)
+
+
+def _noise_fill(t7: T7Module, context: BuildContext) -> nn.Module:
+    # torch-opencv-demos / online-neural-doodle NoiseFill: with no noise channels (every public file)
+    # it copies its input. Adding noise would need a drawing rule no file exercises: refuse.
+    for name in ("num_noise_channels", "num_mask_noise_times"):
+        if t7.integer(name, 0) > 0:
+            raise T7ModelError(f"{name} = {t7.integer(name)}: only NoiseFill without noise (0, a copy of its "
+                               "input) is supported", torch_class=t7.torch_class, lua_path=t7.lua_path)
+    return nn.Identity()
+
+
+def _convolution(t7: T7Module, context: BuildContext) -> nn.Module:
     # Torch7 SpatialConvolution(nIn, nOut, kW, kH, dW, dH, padW, padH): W comes
     # before H everywhere; PyTorch wants (H, W) pairs. Weight (nOut, nIn, kH, kW)
     # is already PyTorch's layout; old SpatialConvolutionMM files store it as
-    # (nOut, nIn*kH*kW), which is the same memory.
+    # (nOut, nIn*kH*kW), which is the same memory. cudnn.SpatialConvolution's
+    # leftovers (groups 1, *_offset, iSize) change nothing (docs/real-models.md).
+    if t7.integer("groups", 1) != 1:
+        raise T7ModelError(f"groups = {t7.integer('groups')}: only ungrouped convolutions are supported",
+                           torch_class=t7.torch_class, lua_path=t7.lua_path)
+    dtype = context.dtype
     n_in, n_out = t7.integer("nInputPlane"), t7.integer("nOutputPlane")
     k_w, k_h = t7.integer("kW"), t7.integer("kH")
     weight = _reshaped(t7, "weight", (n_out, n_in, k_h, k_w))
@@ -95,7 +210,7 @@ def _convolution(t7: T7Module, dtype: torch.dtype) -> nn.Module:
     return conv
 
 
-def _full_convolution(t7: T7Module, dtype: torch.dtype) -> nn.Module:
+def _full_convolution(t7: T7Module, context: BuildContext) -> nn.Module:
     # SpatialFullConvolution: weight (nIn, nOut, kH, kW), scatter-add without a
     # kernel flip, out = (H-1)*s - 2p + k + adj with the adj row/column at the
     # bottom/right: ConvTranspose2d(padding=p, output_padding=adj), same layout.
@@ -107,6 +222,7 @@ def _full_convolution(t7: T7Module, dtype: torch.dtype) -> nn.Module:
         # Torch7 refuses this too ("adj must be smaller than stride").
         raise T7ModelError(f"adjW/adjH {adj[::-1]} must be smaller than dW/dH {stride[::-1]}",
                            torch_class=t7.torch_class, lua_path=t7.lua_path)
+    dtype = context.dtype
     weight = _reshaped(t7, "weight", (n_in, n_out, k_h, k_w))
     bias = t7.optional_array("bias")
     deconv = nn.ConvTranspose2d(n_in, n_out, kernel_size=(k_h, k_w), stride=stride,
@@ -116,9 +232,10 @@ def _full_convolution(t7: T7Module, dtype: torch.dtype) -> nn.Module:
     return deconv
 
 
-def _instance_norm(t7: T7Module, dtype: torch.dtype) -> nn.Module:
+def _instance_norm(t7: T7Module, context: BuildContext) -> nn.Module:
     # The module's own weight/bias (absent when affine=false: 1 and 0) and eps;
-    # bn, running_mean/var, train and momentum are ignored (FACTS §2).
+    # bn, running_mean/var, train and momentum are ignored (docs/torch7-semantics.md).
+    dtype = context.dtype
     weight, bias = t7.optional_array("weight"), t7.optional_array("bias")
     channels = t7.integer("nOutput", -1)
     if channels < 0:
@@ -133,17 +250,29 @@ def _instance_norm(t7: T7Module, dtype: torch.dtype) -> nn.Module:
     return InstanceNorm(w, b, t7.number("eps", 1e-5))
 
 
-BUILDERS: dict[str, Callable[[T7Module, torch.dtype], nn.Module]] = {
+BUILDERS: dict[str, Builder] = {
     "nn.Sequential": _sequential,
     "nn.ConcatTable": _concat_table,
+    "nn.Concat": _concat,
     "nn.CAddTable": _leaf(CAddTable),
     "nn.Identity": _leaf(nn.Identity),
     "nn.TVLoss": _leaf(TVLoss),
     "nn.ReLU": _relu,
+    "cudnn.ReLU": _relu,
+    "nn.LeakyReLU": _leaky_relu,
     "nn.SpatialReplicationPadding": _replication_padding,
+    "nn.SpatialCircularPadding": _circular_padding,
     "nn.SpatialConvolution": _convolution,
+    "nn.SpatialConvolutionMM": _convolution,
+    "cudnn.SpatialConvolution": _convolution,
     "nn.SpatialFullConvolution": _full_convolution,
+    "nn.SpatialAveragePooling": _average_pooling,
+    "nn.SpatialUpSamplingNearest": _upsampling_nearest,
     "nn.InstanceNormalization": _instance_norm,
+    "nn.SpatialBatchNormalization": _batch_norm,
+    "cudnn.SpatialBatchNormalization": _batch_norm,
+    "nn.GenNoise": _gen_noise,
+    "nn.NoiseFill": _noise_fill,
 }
 SUPPORTED_CLASSES = tuple(sorted(BUILDERS))
 

@@ -1,8 +1,13 @@
 """Small torch.nn modules for the Torch7 classes that PyTorch has no exact twin for.
 
-Each mirrors one ``nn.*`` class of Torch7 / texture_nets; FACTS.md §2 is the spec.
+Each mirrors one ``nn.*`` class of Torch7 / texture_nets (docs/torch7-semantics.md, docs/real-models.md).
 Children are registered under their Lua 1-based index ("1", "2", ...), so
 ``model.get_submodule("13.1.2.4")`` and ``named_modules()`` speak in Lua paths.
+
+Noise travels as an argument, never as module state: a module that draws noise, or a container
+with one inside, has ``takes_noise = True`` and is called as ``module(x, noise)`` with ``noise``
+a dict from Lua path to tensor; every other module is called as ``module(x)``. So a traced or
+exported graph takes the noise as inputs (torch_impl/export.py), and runs stay stateless.
 """
 
 from __future__ import annotations
@@ -11,14 +16,76 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contract import BackendError
+
+NoiseTable = dict[str, torch.Tensor]
+
+
+def takes_noise(module: nn.Module) -> bool:
+    """Whether ``module`` draws noise or contains a module that does (it is then called with the noise table)."""
+    return bool(getattr(module, "takes_noise", False))
+
+
+def call(module: nn.Module, x, noise: NoiseTable | None):
+    """Run one child the way it wants: with the noise table when it draws noise (or holds a module that does)."""
+    if takes_noise(module):
+        return module(x, noise)
+    return module(x)
+
+
+def noise_table(noise: tuple, paths: tuple[str, ...]) -> NoiseTable | None:
+    """The noise table from a forward's extra arguments: nothing, one dict by Lua path, or one tensor per
+    noise module in ``paths`` order (how exported graphs take it)."""
+    if not noise:
+        return None
+    if len(noise) == 1 and isinstance(noise[0], dict):
+        return noise[0]
+    if len(noise) != len(paths):
+        raise BackendError(f"expected {len(paths)} noise tensors (one per noise module: Lua paths "
+                           f"{', '.join(paths) or 'none'}), got {len(noise)}")
+    return dict(zip(paths, noise, strict=True))
+
 
 class LuaSequential(nn.Sequential):
-    """nn.Sequential: children run in order, registered as "1", "2", ... like ``self.modules[i]``."""
+    """nn.Sequential: children run in order, registered as "1", "2", ... like ``self.modules[i]``.
+
+    ``forward(x, *noise)``: the noise as one dict by Lua path, or (at the root, as exported graphs
+    call it) one tensor per noise module in the order of ``noise_paths``.
+    """
 
     def __init__(self, children: list[nn.Module]):
         super().__init__()
         for index, child in enumerate(children, start=1):
             self.add_module(str(index), child)
+        self.takes_noise = any(takes_noise(child) for child in children)
+        self.noise_paths: tuple[str, ...] = ()  # set on the root by load_torch_model
+        self.trace_paths: tuple[str, ...] = ()
+
+    def forward(self, x, *noise):
+        table = noise_table(noise, self.noise_paths)
+        for child in self:
+            x = call(child, x, table)
+        return x
+
+    def forward_trace(self, x, *noise) -> tuple[torch.Tensor, ...]:
+        """The output, then the output of every module at ``trace_paths`` in that order: what an exported
+        TorchScript artefact keeps as a second method, so its runner can trace too."""
+        recorded: dict[str, torch.Tensor] = {}
+        handles = [self.get_submodule(path).register_forward_hook(_recorder(recorded, path))
+                   for path in self.trace_paths]
+        try:
+            output = self.forward(x, *noise)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return (output, *(recorded[path] for path in self.trace_paths))
+
+
+def _recorder(store: dict[str, torch.Tensor], path: str):
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        store[path] = output
+
+    return hook
 
 
 class ConcatTable(nn.Module):
@@ -28,9 +95,10 @@ class ConcatTable(nn.Module):
         super().__init__()
         for index, child in enumerate(children, start=1):
             self.add_module(str(index), child)
+        self.takes_noise = any(takes_noise(child) for child in children)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return [child(x) for child in self.children()]
+    def forward(self, x: torch.Tensor, noise: NoiseTable | None = None) -> list[torch.Tensor]:
+        return [call(child, x, noise) for child in self.children()]
 
 
 class CAddTable(nn.Module):

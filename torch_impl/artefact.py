@@ -1,0 +1,29 @@
+"""What torch_impl's artefacts share with the backend that runs them: the metadata file name, and the
+filter for the exporters' expected warnings. A leaf module, so that torch_impl.backend and
+torch_impl.export need not import each other."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+# The JSON that torch_impl.export stores inside a TorchScript artefact (torch.jit.save's extra files):
+# dtype, batch-norm mode, input planes, noise paths (the order of the noise inputs) and trace paths.
+METADATA_FILE = "texture_nets.json"
+
+
+class quiet_export_warnings(warnings.catch_warnings):
+    """Silence the exporters' known, expected warnings (torch.jit deprecation, the ONNX
+    exporter's 'instance_norm is set to train=True', which is exactly the semantics wanted,
+    and the tracer's notes on Python-level shape checks, which guard sizes the graph never sees)."""
+
+    def __enter__(self):
+        result = super().__enter__()
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\..*")
+        warnings.filterwarnings("ignore", message=r".*legacy TorchScript-based ONNX export.*")
+        warnings.filterwarnings("ignore", message=r".*instance_norm.*train=True.*")
+        warnings.filterwarnings("ignore", message=r".*Constant folding.*")
+        warnings.filterwarnings("ignore", message=r".*jit.*deprecated.*")
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return result
