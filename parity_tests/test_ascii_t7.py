@@ -1,6 +1,6 @@
 """ASCII .t7 (``torch.save(path, obj, 'ascii')``): loads equal to the binary file, every tensor bit-exact.
 
-torchfile cannot read this format (FACTS §4); t7file.reader.CheckedAsciiReader does.
+torchfile cannot read this format (docs/torch7-semantics.md (torchfile)); t7file.reader.CheckedAsciiReader does.
 The committed pair narrow_pretrained_seed78.t7 / _ascii.t7 was written by real Torch7
 from the same model; Torch7 prints FloatStorage elements with 9 significant digits
 ("%.9g"), enough to round-trip float32 exactly, so equality here is bit-for-bit.

@@ -91,7 +91,7 @@ def test_shared_full_width_oracle_run(run: OracleRun) -> None:
 
 
 def test_shared_odd_size_keeps_the_head_layout_shape() -> None:
-    """67x53 -> 68x56: the head layout never crops (FACTS §2, odd sizes)."""
+    """67x53 -> 68x56: the head layout never crops (docs/torch7-semantics.md, odd sizes)."""
     runs = [run for run in shared_runs() if run.input.shape[2:] == (67, 53)]
     if not runs:
         pytest.skip("no ../shared/oracle")

@@ -56,7 +56,7 @@ def lua_string(text: str) -> bytes:
 
 
 def torchfile_loads(data: bytes):
-    """torchfile.load needs a real file (np.fromfile), FACTS §4."""
+    """torchfile.load needs a real file (np.fromfile), docs/torch7-semantics.md (torchfile)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "object.t7"
         path.write_bytes(data)

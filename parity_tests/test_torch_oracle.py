@@ -152,7 +152,7 @@ def test_single_module_case(case) -> None:
 
 
 def test_instance_norm_ignores_running_statistics_and_bn() -> None:
-    """FACTS §2: evaluate() is a no-op; running stats, bn, train, momentum are never used; no affine -> 1, 0."""
+    """docs/torch7-semantics.md: evaluate() is a no-op; running stats, bn, train, momentum are never used; no affine -> 1, 0."""
     rng = np.random.default_rng(5)
     x = rng.normal(3.0, 2.0, (2, 3, 5, 4))
     misleading = {"nOutput": 3, "eps": 1e-5, "train": False, "momentum": 0.5, "running_mean": np.full(3, 100.0),
@@ -166,7 +166,7 @@ def test_instance_norm_ignores_running_statistics_and_bn() -> None:
 
 
 def test_instance_norm_of_a_single_pixel_plane_is_the_bias() -> None:
-    """FACTS §2: a constant plane yields exactly b; a 1x1 plane is one (PyTorch's F.instance_norm refuses it)."""
+    """docs/torch7-semantics.md: a constant plane yields exactly b; a 1x1 plane is one (PyTorch's F.instance_norm refuses it)."""
     fields = {"nOutput": 3, "eps": 1e-5, "weight": np.array([0.5, 1.5, 2.0]), "bias": np.array([-0.25, 0.0, 0.75])}
     runner = TorchBackend().load(_one_module_model("nn.InstanceNormalization", fields), "float32")
     output = runner.run_module("1", np.random.default_rng(1).random((2, 3, 1, 1), dtype=np.float32))
@@ -176,7 +176,7 @@ def test_instance_norm_of_a_single_pixel_plane_is_the_bias() -> None:
 
 @pytest.mark.parametrize("height,width", [(1, 1), (4, 4), (5, 3)])
 def test_tiny_inputs_run_like_torch7(height: int, width: int) -> None:
-    """Head layout: output 4*ceil(H/4) x 4*ceil(W/4) (FACTS §2), even when the residual stage is 1x1."""
+    """Head layout: output 4*ceil(H/4) x 4*ceil(W/4) (docs/torch7-semantics.md), even when the residual stage is 1x1."""
     run = next(run for run in fixture_runs() if run.layout == "head")
     output, _ = TorchBackend().load(run.model_path, "float32").forward(np.full((1, 3, height, width), 0.5, np.float32))
     assert output.shape == (1, 3, 4 * -(-height // 4), 4 * -(-width // 4)) and np.isfinite(output).all()

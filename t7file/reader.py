@@ -7,7 +7,7 @@ arrays, ``LuaFunction`` for functions), but nothing from torchfile's own
 reading code is used: it reads ``f.read(-1)`` for negative lengths, allocates
 ``np.fromfile(count=size)`` for whatever size a file claims, builds
 ``as_strided`` views with no bounds checks, compares numpy arrays with ``==``
-in its list heuristic and recurses without limit (FACTS §4).
+in its list heuristic and recurses without limit (docs/torch7-semantics.md (torchfile)).
 
 Checks made here, all before any allocation:
   * every primitive read must be satisfied by the bytes left in the file;

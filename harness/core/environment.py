@@ -2,7 +2,7 @@
 
 Every drift report records this, because the same port can drift differently on another
 machine: thread counts change reduction orders, TF_ENABLE_ONEDNN_OPTS swaps TensorFlow's
-kernels, and FACTS §2 measured a 1000x spread on flat inputs between frameworks.
+kernels, and docs/torch7-semantics.md measured a 1000x spread on flat inputs between frameworks.
 
 Lazy by design: a framework is described only when it is already imported (that is, when a
 backend of the run loaded it), so recording the environment never imports TensorFlow or
