@@ -152,7 +152,8 @@ def test_single_module_case(case) -> None:
 
 
 def test_instance_norm_ignores_running_statistics_and_bn() -> None:
-    """docs/torch7-semantics.md: evaluate() is a no-op; running stats, bn, train, momentum are never used; no affine -> 1, 0."""
+    """docs/torch7-semantics.md: evaluate() is a no-op; running stats, bn, train, momentum are never used;
+    no affine -> 1, 0."""
     rng = np.random.default_rng(5)
     x = rng.normal(3.0, 2.0, (2, 3, 5, 4))
     misleading = {"nOutput": 3, "eps": 1e-5, "train": False, "momentum": 0.5, "running_mean": np.full(3, 100.0),
