@@ -167,7 +167,8 @@ def test_instance_norm_ignores_running_statistics_and_bn() -> None:
 
 
 def test_instance_norm_of_a_single_pixel_plane_is_the_bias() -> None:
-    """docs/torch7-semantics.md: a constant plane yields exactly b; a 1x1 plane is one (PyTorch's F.instance_norm refuses it)."""
+    """docs/torch7-semantics.md: a constant plane yields exactly b; a 1x1 plane is one (PyTorch's
+    F.instance_norm refuses it)."""
     fields = {"nOutput": 3, "eps": 1e-5, "weight": np.array([0.5, 1.5, 2.0]), "bias": np.array([-0.25, 0.0, 0.75])}
     runner = TorchBackend().load(_one_module_model("nn.InstanceNormalization", fields), "float32")
     output = runner.run_module("1", np.random.default_rng(1).random((2, 3, 1, 1), dtype=np.float32))

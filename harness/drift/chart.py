@@ -1,10 +1,11 @@
 """The depth chart: a backend's error at every Lua path through the network, against the tolerance band.
 
-An inline SVG inside the HTML pages (no plotting library, no script, no namespace URL): x is the traced
-paths in execution order, y the error relative to each layer's scale on a log axis. Drawn: the tolerance
-(the band's upper edge, grey), float32 Torch7's own rounding as a reference line (measured against Torch7 runs where there are any,
-else a stand-in named in the legend), and the backend's error, a dot per path, red where it leaves
-the band. A reader sees at a glance where a port leaves the band and whether it comes back.
+An inline SVG inside the HTML pages (no plotting library, no script, no namespace URL): x is the
+traced paths in execution order, y the error relative to each layer's scale on a log axis. Drawn: the
+tolerance (the band's upper edge, grey), float32 Torch7's own rounding as a reference line (measured
+against Torch7 runs where there are any, else a stand-in named in the legend), and the backend's
+error, a dot per path, red where it leaves the band. A reader sees at a glance where a port leaves the
+band and whether it comes back.
 """
 
 from __future__ import annotations
