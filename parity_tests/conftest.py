@@ -127,3 +127,85 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# -- order: the cheapest, most specific checks first, so that `pytest -x` stops at the one that names the bug ---------
+
+# Tiers, in running order. A test's tier is its closest ``@pytest.mark.tier(name)`` (function, class or module
+# ``pytestmark``), else its module's entry in MODULE_TIERS, else "export" (after every parity check, before the CLI).
+TIERS = (
+    "foundation",       # the .t7 reader/writer, the comparison, the tolerance model, the model maker
+    "judge",            # the judge and shared code: reference against its definitions, deprocess's known answers
+    "primitive-fixed",  # fixed one-module cases, one per trap (the mutation battery's order)
+    "primitive",        # drawn one-module cases (hypothesis), single-module Torch7 runs
+    "layer",            # whole models, every module fed the judge's own input (isolated view)
+    "network",          # whole models end to end, Torch7 runs of whole models, drawn whole generators
+    "meta",             # the suite judged: mutation catalogue, file fuzzing
+    "export",           # exported artefacts, plug-ins, devices
+    "cli",              # the command line and its reports
+)
+MODULE_TIERS: dict[str, str] = {  # within a tier, modules run in this table's order
+    "test_layering": "foundation",
+    "test_compare": "foundation",
+    "test_t7_writer": "foundation",
+    "test_ascii_t7": "foundation",
+    "test_hostile_t7": "foundation",
+    "test_make_model": "foundation",
+    "test_tolerance_model": "foundation",
+    "test_reference_primitives": "judge",
+    "test_reference_fast_paths": "judge",
+    "test_properties": "primitive",
+    "test_real_model_primitives": "primitive",
+    "test_padding_property": "primitive",
+    "test_torch_oracle": "primitive",
+    "test_tf_oracle": "primitive",
+    "test_end_to_end": "network",
+    "test_network_properties": "network",
+    "test_reference_oracle": "network",
+    "test_reference_v1_oracle": "network",
+    "test_oracle": "network",
+    "test_tf_seed": "network",
+    "test_definitions": "network",
+    "test_mutations": "meta",
+    "test_t7_fuzz": "meta",
+    "test_torch_export": "export",
+    "test_tf_export": "export",
+    "test_onnx_plugin": "export",
+    "test_opencv_plugin": "export",
+    "test_gpu": "export",
+    "test_images": "cli",
+    "test_cli": "cli",
+    "test_drift": "cli",
+    "test_verify": "cli",
+    "test_bench": "cli",
+    "test_first_hour": "cli",
+}
+_DEFAULT_TIER = "export"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "tier(name): where the test runs in the suite's order, one of "
+                            f"{', '.join(TIERS)} (parity_tests/conftest.py)")
+
+
+def tier_of(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("tier")
+    if marker is not None:
+        name = marker.args[0]
+        if name not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: unknown tier {name!r}; tiers: {', '.join(TIERS)}")
+        return name
+    return MODULE_TIERS.get(Path(str(item.fspath)).stem, _DEFAULT_TIER)
+
+
+def order_key(item: pytest.Item, index: int) -> tuple[int, int, int]:
+    module_rank = list(MODULE_TIERS).index(Path(str(item.fspath)).stem) if Path(str(item.fspath)).stem in \
+        MODULE_TIERS else len(MODULE_TIERS)
+    return TIERS.index(tier_of(item)), module_rank, index
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tiers first, then modules in MODULE_TIERS order, then collection order: a deterministic function of the
+    collected items alone, so every pytest-xdist worker computes the same order."""
+    keyed = sorted(((order_key(item, index), item) for index, item in enumerate(items)), key=lambda pair: pair[0])
+    items[:] = [item for _, item in keyed]

@@ -13,8 +13,8 @@ the output scale: reference, torch, tf and tflite 1e-6 to 4e-6 on ordinary input
 3.4e-6 and tf 3.6e-3 at the pretrained layout's output (0.46 allowed: the flat IN at path 4);
 float64 <= 1.2e-11. The tolerance model's worst measured/allowed ratio over all of it is 0.33.
 
-The ``tf-seed`` backend reproduces a flawed port: its deviations (FACTS §3) are asserted, path by
-path, instead of being tolerated.
+The ``tf-seed`` backend reproduces a flawed port: its deviations (the three of docs/drift.md) are asserted,
+path by path, instead of being tolerated.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from parity_tests.parity import (
     model_tree,
 )
 from t7file import trace_paths
+
+pytestmark = pytest.mark.tier("network")
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +64,13 @@ def _check(backend, load_runner, reference_trace, layout, input_name, dtype, vie
                        statistics=instance_norm_statistics(backend))
 
 
-@pytest.mark.parametrize("view", VIEWS)
+# The isolated view names the module that is wrong (the "layer" tier of parity_tests/conftest.py runs it for every
+# case before any end-to-end check); the accumulated view shows what reaches the output ("network" tier).
+VIEW_PARAMS = [pytest.param(view, marks=pytest.mark.tier("layer" if view == "isolated" else "network"), id=view)
+               for view in VIEWS]
+
+
+@pytest.mark.parametrize("view", VIEW_PARAMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("input_name", list(INPUTS))
 @pytest.mark.parametrize("layout", list(MODELS))

@@ -1,13 +1,19 @@
 """The seed's padding trick, proved: k stacked 1-pixel SYMMETRIC pads == replication padding of k.
 
 tf_texture_net emulates nn.SpatialReplicationPadding(k, k, k, k) with k successive
-``tf.pad(x, 1, "SYMMETRIC")`` (FACTS §3): a 1-pixel symmetric pad repeats the edge pixel, and
+``tf.pad(x, 1, "SYMMETRIC")`` (docs/torch7-semantics.md): a 1-pixel symmetric pad repeats the edge pixel, and
 repeating it k times is edge replication, for every k >= 0 and every plane >= 1x1 (SYMMETRIC
 never needs more than one pixel of the current plane). The negatives keep the property honest:
 one SYMMETRIC pad of width k > 1 mirrors interior pixels, and REFLECT never repeats the edge, so
 both differ from replication as soon as the padded axis has >= 2 pixels.
 
 The small space (k <= 6, H, W <= 5) is enumerated exhaustively; hypothesis covers larger shapes.
+
+The same for texture_nets' nn.SpatialCircularPadding (docs/real-models.md): the literal
+supplementary/utils.lua rule (:func:`circular_rule`, written here statement by statement) is a torus wrap
+(``numpy.pad(mode="wrap")``) for pad 1 on every plane, is not an identity for pad 0 once a side has 3
+pixels (it overwrites the border), and is not a wrap for pads of 2 or more (it copies padding zeros).
+The backends are held to this rule in test_real_model_primitives.py.
 """
 
 from __future__ import annotations
@@ -143,3 +149,57 @@ def test_single_pixel_planes_are_the_boundary_of_the_negatives():
     x = _plane(1, 1)
     for mode in ("symmetric", "reflect"):
         assert np.array_equal(np.pad(x, 3, mode=mode), replication(x, 3))
+
+
+# -- nn.SpatialCircularPadding: the utils.lua rule -------------------------------------------------------------
+
+
+def circular_rule(x: np.ndarray, left: int, right: int, top: int, bottom: int) -> np.ndarray:
+    """supplementary/utils.lua's SpatialCircularPadding on (..., H, W), statement by statement (1-based h, w of the
+    output): a zeroed output, the input copied into its interior (negative pads crop), then row 1 := row h-1,
+    row h := row 2, column 1 := column w-1, column w := column 2 (columns over the full height, after the rows)."""
+    height, width = x.shape[-2:]
+    h, w = height + top + bottom, width + left + right
+    out = np.zeros((*x.shape[:-2], h, w), dtype=x.dtype)
+    cropped = x[..., max(0, -top):height - max(0, -bottom), max(0, -left):width - max(0, -right)]
+    out[..., max(0, top):max(0, top) + cropped.shape[-2], max(0, left):max(0, left) + cropped.shape[-1]] = cropped
+    out[..., 1 - 1, :] = out[..., (h - 1) - 1, :]      # row 1 := row h-1
+    out[..., h - 1, :] = out[..., 2 - 1, :]            # row h := row 2
+    out[..., :, 1 - 1] = out[..., :, (w - 1) - 1]      # column 1 := column w-1
+    out[..., :, w - 1] = out[..., :, 2 - 1]            # column w := column 2
+    return out
+
+
+def test_circular_pad_1_is_a_torus_wrap_exhaustive():
+    for h, w in itertools.product(range(1, SIDE_MAX + 3), repeat=2):
+        x = _plane(h, w)
+        assert np.array_equal(circular_rule(x, 1, 1, 1, 1), np.pad(x, 1, mode="wrap")), f"{h}x{w}"
+
+
+@given(h=st.integers(1, 24), w=st.integers(1, 24), seed=st.integers(0, 2**16))
+def test_circular_pad_1_is_a_torus_wrap(h, w, seed):
+    x = _plane(h, w, seed)
+    assert np.array_equal(circular_rule(x, 1, 1, 1, 1), np.pad(x, 1, mode="wrap"))
+
+
+def test_circular_pad_0_overwrites_the_border_exhaustive():
+    """Not an identity once a side has 3 pixels: the v1 nets' last module changes its input's border."""
+    for h, w in itertools.product(range(2, SIDE_MAX + 3), repeat=2):
+        x = _plane(h, w)
+        out = circular_rule(x, 0, 0, 0, 0)
+        assert np.array_equal(out[1:-1, 1:-1], x[1:-1, 1:-1]), f"{h}x{w}: the interior changed"
+        expected_rows = x.copy()
+        expected_rows[0], expected_rows[-1] = x[-2], x[1]
+        expected = expected_rows.copy()
+        expected[:, 0], expected[:, -1] = expected_rows[:, -2], expected_rows[:, 1]
+        assert np.array_equal(out, expected), f"{h}x{w}"
+        assert np.array_equal(out, x) == (h <= 2 and w <= 2), f"{h}x{w}: identity only on 2-pixel sides"
+
+
+def test_circular_pads_of_2_or_more_are_not_a_wrap_exhaustive():
+    """Pads of 2 or more copy padding zeros (no public file uses them): a port that wraps differs."""
+    for k, h, w in itertools.product(range(2, 5), range(1, SIDE_MAX + 1), range(1, SIDE_MAX + 1)):
+        x = _plane(h, w)
+        out = circular_rule(x, k, k, k, k)
+        assert not np.array_equal(out, np.pad(x, k, mode="wrap")), f"pad {k} on {h}x{w} is a wrap"
+        assert np.count_nonzero(out == 0) > 0, f"pad {k} on {h}x{w}: no padding zeros left"

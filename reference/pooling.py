@@ -26,7 +26,12 @@ def average_pool(x: np.ndarray, k_h: int, k_w: int, d_h: int, d_w: int) -> np.nd
 
 
 def upsample_nearest(x: np.ndarray, scale: int) -> np.ndarray:
-    """Torch7 ``nn.SpatialUpSamplingNearest(scale)`` on (..., H, W): every pixel repeated scale x scale."""
+    """Torch7 ``nn.SpatialUpSamplingNearest(scale)`` on (..., H, W): every pixel repeated scale x scale.
+
+    Always a new, writable array: the ops after it may work in place (a reshape of the broadcast
+    would stay a read-only view when the input is 1x1, the deepest scale of a 32² pyramid).
+    """
     shape = x.shape
-    repeated = np.broadcast_to(x[..., :, None, :, None], (*shape[:-2], shape[-2], scale, shape[-1], scale))
-    return repeated.reshape(*shape[:-2], shape[-2] * scale, shape[-1] * scale)
+    out = np.empty((*shape[:-2], shape[-2], scale, shape[-1], scale), dtype=x.dtype)
+    out[...] = x[..., :, None, :, None]
+    return out.reshape(*shape[:-2], shape[-2] * scale, shape[-1] * scale)
