@@ -101,10 +101,10 @@ def generators(draw) -> GeneratorCase:
 
 
 @st.composite
-def pyramids(draw) -> GeneratorCase:
+def pyramids(draw, min_width: int = 1) -> GeneratorCase:
     kind = draw(st.sampled_from(PYRAMID_KINDS), label="kind")
     levels = draw(st.integers(2, 4), label="levels")
-    width = draw(st.integers(1, 3), label="width")
+    width = draw(st.integers(min_width, 3), label="width")
     double = draw(st.booleans(), label="double (DoubleTensor file)")
     seed = draw(st.integers(0, 2**31 - 1), label="seed")
     unit = 2 ** (levels - 1)  # every scale must come back to the same size for the Concats
@@ -132,7 +132,11 @@ def _check(backend, case: GeneratorCase, dtype: str, model: Path | T7Module) -> 
 @pytest.mark.parametrize("kind", ["johnson", "v1 pyramid"])
 def test_drawn_generator_matches_reference_at_every_path(backend, tmp_path: Path, kind: str):
     counter = iter(range(10**6))
-    strategy = generators if kind == "johnson" else pyramids
+    # TF Lite's converter cannot convert a width-1 pyramid (measured: "'tf.Conv2D' op is neither a custom op nor a
+    # flex op", ERROR_NEEDS_FLEX_OPS, for every width-1 v1 pyramid tried; widths 2 and 3 convert); the backend refuses
+    # such a model in one line (tf_impl/tflite_backend.py), so its property draws start at width 2.
+    strategy = generators if kind == "johnson" else (
+        lambda: pyramids(min_width=2 if backend.name == "tflite" else 1))
 
     @settings(max_examples=examples_for(backend.name), suppress_health_check=[HealthCheck.too_slow],
               deadline=None, phases=phases())

@@ -90,7 +90,11 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
         tf.saved_model.save(generator, tmp, signatures={"output": generator.output_float32,
                                                         "trace": generator.trace_float32})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["output", "trace"])
-        blob = converter.convert()
+        try:
+            blob = converter.convert()
+        except Exception as error:  # ConverterError: an op TF Lite's built-in set cannot express for this model
+            detail = next((line.strip() for line in str(error).splitlines() if "error:" in line), str(error))
+            raise BackendError(f"TF Lite's converter cannot convert this model: {detail[-240:]}") from None
     from tf_impl.savedmodel import export_metadata
 
     return with_metadata(blob, _metadata(export_metadata(generator, model, METADATA_FORMAT)))
