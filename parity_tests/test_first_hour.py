@@ -52,12 +52,20 @@ def onnx_file(tmp_path_factory) -> Path:
     return out
 
 
-def test_onnx_artefact_agrees_and_lists_tvloss_as_not_compared(onnx_file, tmp_path, capsys):
-    # The exported graph has no node for nn.TVLoss (path 1, the identity in forward). Before: the isolated view
-    # asked the artefact to run path 1, got "no traced module", counted an error and exited 1.
-    html, js = tmp_path / "r.html", tmp_path / "r.json"
+def test_onnx_artefact_agrees(onnx_file, tmp_path, capsys):
+    # The project's own export: every path, TVLoss included, and agreement (exit 0).
     code = main(["drift", "--backends", "onnx", "--model", str(onnx_file), "--t7", str(DEFAULT_MODEL),
-                 "--input", str(_npy(tmp_path)), "--quiet", "--html", str(html), "--json", str(js)])
+                 "--input", str(_npy(tmp_path)), "--quiet", "--summary"])
+    assert code == 0, capsys.readouterr().out
+
+
+def test_artefact_without_tvloss_agrees_and_lists_it_as_not_compared(tmp_path, capsys):
+    # An artefact that fused nn.TVLoss away (path 1, the identity in forward; ONNX exports did before the export
+    # kept every traced module). Before: the isolated view asked it to run path 1, got an error and exited 1.
+    html, js = tmp_path / "r.html", tmp_path / "r.json"
+    code = main(["drift", "--backends", "parity_tests.fused_backend:FusedPassThroughBackend", "--model",
+                 str(DEFAULT_MODEL), "--input", str(_npy(tmp_path)), "--quiet", "--html", str(html), "--json",
+                 str(js)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "not compared" in out and "Lua path 1" in out and "nn.TVLoss" in out
