@@ -1,23 +1,38 @@
 #!/usr/bin/env python
 """Measure the constants of harness/core/tolerance.py and print the tables of docs/tolerances.md.
 
-    .venv/bin/python scripts/measure_tolerances.py [--backends reference,torch,tf] [--quick]
+    .venv/bin/python scripts/measure_tolerances.py [--backends reference,torch,tf,tflite,onnx] [--quick]
+        [--sections conditioning,fit,validation,v1,shortcuts,table] [--before REV]
 
-1. G_ORDINARY: the largest instance-norm conditioning g over ordinary inputs (random images, odd
-   sizes, batch 2, the bundled photo) on narrow and full-width models of both layouts, computed from
-   the float64 reference's traces.
-2. C_ROUNDING / C_FLOAT32_STATISTICS: for every backend, dtype, model, input, view and Lua path, the
-   measured error against the float64 reference divided by the model's bound with C = 1 (for the
-   backend's instance_norm_statistics); the worst ratio over the backends of each statistics kind
-   (times harness.core.tolerance.SAFETY) is that kind's constant.
-3. Validation, not fitting: primitives drawn by parity_tests/strategies.py (including near-constant
-   and large-offset instance norms) and flat images (constant, near-constant), measured against the
-   model with the fitted constants; every ratio must stay <= 1.
+Ratios are measured / model: the largest |backend - float64 reference| at a Lua path over the
+model's bound there (the float64 NumPy reference is the truth; backends run float32-representable
+inputs and the very same noise).
+
+1. conditioning: G_ORDINARY, the largest per-channel normalisation conditioning g_c over the
+   ordinary fit inputs, from the float64 reference's traces.
+2. fit: the worst ratio measured / model(C=1) over the fit cases (johnson generators, narrow and
+   full width, both layouts; random, odd-sized, batch and photo inputs; every backend and dtype,
+   accumulated and isolated), per normalisation-statistics kind; times SAFETY it is C.
+3. validation (held out, with the constants as they are in harness/core/tolerance.py; every ratio
+   must stay <= 1): other seeds and sizes of the johnson generators, float32 in Torch7's own
+   summation order ("torch7-order": the reference with a sequential float32 convolution, which
+   reproduces the Torch7 oracle's float32 runs bit for bit), flat images, and the hypothesis-drawn
+   primitives of parity_tests/strategies.py.
+4. v1: the eleven real v1-era models at sizes and batches other than the oracle's, photo and random
+   inputs, noise drawn by harness.core.noise.draw_noise; and the Torch7 oracle's own float32 runs.
+5. shortcuts: precision shortcuts of real ports, judged with the strict model (they must fail on
+   ordinary inputs): instance-norm statistics summed in float32, convolution operands rounded to
+   TF32 / bfloat16.
+6. table: output bound / measured output error per backend and case, for the model at git
+   revision --before and for the current one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,229 +47,598 @@ sys.path.insert(0, str(REPO))
 from contract import BackendError  # noqa: E402
 from harness.core import tolerance  # noqa: E402
 from harness.core.registry import get_backend  # noqa: E402
+from harness.core.runs import forward, load_runner, run_module  # noqa: E402
 from t7file import load_module_tree, trace_paths  # noqa: E402
 
+# The model before the re-fit of the composition (per-channel errors, quadrature residuals, measured
+# transfers): the revision the before/after table compares with.
+BEFORE = "ed6be686fc2bb878fe459bc6119cdade0bbb3486"
+SECTIONS = ("conditioning", "fit", "validation", "v1", "shortcuts", "table")
+U32 = 2.0**-24
 
-def _ratio(actual: np.ndarray, expected: np.ndarray, budget) -> float:
-    """Measured absolute error over the budget's absolute bound (0/0 = 0; works for all-zero outputs)."""
-    if actual.shape != expected.shape:
+
+# -- helpers -------------------------------------------------------------------------------------------------------
+
+
+def max_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    if np.shape(actual) != np.shape(expected):
         return np.inf
-    diff = float(np.max(np.abs(actual.astype(np.float64) - expected))) if expected.size else 0.0
+    return float(np.max(np.abs(np.asarray(actual, dtype=np.float64) - expected))) if np.size(expected) else 0.0
+
+
+def ratio(actual: np.ndarray, expected: np.ndarray, budget) -> float:
+    """Measured absolute error over the budget's absolute bound (0/0 = 0; works for all-zero outputs)."""
+    diff = max_error(actual, expected)
     return diff / budget.error_bound if budget.error_bound > 0 else (0.0 if diff == 0 else np.inf)
 
 
-def _rel(actual: np.ndarray, expected: np.ndarray) -> float:
-    scale = float(np.max(np.abs(expected)))
-    diff = float(np.max(np.abs(actual.astype(np.float64) - expected))) if actual.shape == expected.shape else np.inf
+def rel(actual: np.ndarray, expected: np.ndarray) -> float:
+    scale = float(np.max(np.abs(expected))) if np.size(expected) else 0.0
+    diff = max_error(actual, expected)
     return diff / scale if scale > 0 else (0.0 if diff == 0 else np.inf)
 
 
-def models(quick: bool) -> dict[str, object]:
+def f32(array: np.ndarray) -> np.ndarray:
+    return np.asarray(array, dtype=np.float32).astype(np.float64)
+
+
+class Case:
+    """One model and input (with its noise and batch-norm mode), and the float64 reference's trace of it."""
+
+    def __init__(self, name: str, root, x: np.ndarray, noise: dict | None = None, batchnorm: str | None = None):
+        self.name, self.root, self.x, self.noise, self.batchnorm = name, root, x, noise or {}, batchnorm
+        runner = load_runner(get_backend("reference"), root, "float64", root=root, batchnorm=batchnorm)
+        self.output, self.trace = forward(runner, x, trace=True,
+                                          noise={p: np.asarray(a, np.float64) for p, a in self.noise.items()})
+
+    def budgets(self, model, dtype: str, view: str = "accumulated", **kwargs):
+        extra = {"batchnorm": self.batchnorm} if self.batchnorm and "batchnorm" in _parameters(model) else {}
+        return model.layer_budgets(self.root, self.x, self.trace, dtype, view=view, **extra, **kwargs)
+
+    def run(self, backend, dtype: str, view: str = "accumulated") -> tuple[np.ndarray | None, dict]:
+        runner = load_runner(backend, self.root, dtype, root=self.root, batchnorm=self.batchnorm)
+        noise = {p: np.asarray(a, dtype) for p, a in self.noise.items()}
+        if view == "accumulated":
+            return forward(runner, self.x.astype(dtype), trace=True, noise=noise)
+        inputs = tolerance.module_inputs(self.root, self.x, self.trace)
+        # copies: a backend may run an in-place ReLU on the array it is given
+        return None, {path: run_module(runner, path, np.array(inputs[path], dtype=dtype), noise=noise)
+                      for path in trace_paths(self.root)}
+
+
+def _parameters(model) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(model.layer_budgets).parameters)
+
+
+def worst(measured: dict, case: Case, budgets) -> tuple[float, str]:
+    ratios = {p: ratio(measured[p], case.trace[p], b) for p, b in budgets.items() if b.determined and p in measured}
+    path = max(ratios, key=ratios.get)
+    return ratios[path], path
+
+
+# -- runners in other summation orders and precisions (the reference with one op replaced) ----------------------
+
+
+@contextlib.contextmanager
+def patched(replacements: dict[str, object]):
+    """Replace attributes of reference.network (the ops its modules call) while active."""
+    import reference.network as network
+
+    saved = {name: getattr(network, name) for name in replacements}
+    try:
+        for name, value in replacements.items():
+            setattr(network, name, value(saved[name]))
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(network, name, value)
+
+
+class PatchedBackend:
+    """The reference backend with some ops replaced: another summation order or a precision shortcut."""
+
+    dtypes = ("float32",)
+
+    def __init__(self, name: str, replacements: dict[str, object], statistics: str = "float64"):
+        self.name, self.replacements, self.instance_norm_statistics = name, replacements, statistics
+
+    def load(self, model, dtype, batchnorm=None):
+        with patched(self.replacements):
+            runner = get_backend("reference").load(model, dtype, batchnorm=batchnorm)
+        return PatchedRunner(runner, self.replacements)
+
+
+class PatchedRunner:
+    def __init__(self, runner, replacements):
+        self.runner, self.replacements = runner, replacements
+
+    def forward(self, x, trace=False, noise=None):
+        with patched(self.replacements):
+            return self.runner.forward(x, trace=trace, **({"noise": noise} if noise else {}))
+
+    def run_module(self, lua_path, x, noise=None):
+        with patched(self.replacements):
+            return self.runner.run_module(lua_path, x, **({"noise": noise} if noise else {}))
+
+
+def sequential_conv(original):
+    """Torch7's float32 convolution order (docs/real-models.md): out = bias + sum over (plane, ky, kx) of
+    fl(w * x), accumulated sequentially in float32, each product rounded (no FMA), the bias added last."""
+    def conv2d(x, weight, bias, stride=(1, 1), padding=(0, 0), **kwargs):
+        if x.dtype != np.float32:
+            return original(x, weight, bias, stride, padding, **kwargs)
+        squeeze = x.ndim == 3
+        x = x[None] if squeeze else x
+        n_out, n_in, k_h, k_w = weight.shape
+        if padding[0] or padding[1]:
+            x = np.pad(x, ((0, 0), (0, 0), (padding[0], padding[0]), (padding[1], padding[1])))
+        (s_h, s_w), (height, width) = stride, x.shape[2:]
+        out_h, out_w = (height - k_h) // s_h + 1, (width - k_w) // s_w + 1
+        total = np.zeros((x.shape[0], n_out, out_h, out_w), dtype=np.float32)
+        w = weight.astype(np.float32, copy=False)
+        for c in range(n_in):
+            for i in range(k_h):
+                for j in range(k_w):
+                    tap = x[:, c, i:i + (out_h - 1) * s_h + 1:s_h, j:j + (out_w - 1) * s_w + 1:s_w]
+                    total += w[None, :, c, i, j, None, None] * tap[:, None]
+        if bias is not None:
+            total += bias.astype(np.float32, copy=False)[None, :, None, None]
+        return total[0] if squeeze else total
+    return conv2d
+
+
+def rounded_operands(bits: int):
+    """A convolution whose operands are rounded to ``bits`` explicit mantissa bits (TF32: 10, bfloat16: 7) and
+    accumulated in float32: what GPU tensor cores do by default (TF32) or under autocast (bfloat16)."""
+    def make(original):
+        def round_mantissa(a):
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            drop = 23 - bits
+            raw = a.view(np.uint32).astype(np.uint64)
+            half = np.uint64(1 << (drop - 1))
+            raw = (raw + half - np.uint64(1) + ((raw >> np.uint64(drop)) & np.uint64(1))) >> np.uint64(drop)
+            return (raw << np.uint64(drop)).astype(np.uint32).view(np.float32)
+
+        def conv2d(x, weight, bias, *args, **kwargs):
+            if x.dtype != np.float32:
+                return original(x, weight, bias, *args, **kwargs)
+            return original(round_mantissa(x), round_mantissa(weight), bias, *args, **kwargs)
+        return conv2d
+    return make
+
+
+def float32_statistics(original):
+    """An instance norm whose plane statistics are summed sequentially in float32 (a naive loop; Torch7 with a
+    float accreal): mean, then the centred squares, then (x - mean) * invstd * w + b in float32."""
+    def instance_norm(x, weight, bias, eps, **kwargs):
+        if x.dtype != np.float32:
+            return original(x, weight, bias, eps, **kwargs)
+        n, c, h, w = x.shape
+        planes = x.reshape(n * c, h * w)
+        count = np.float32(h * w)
+        mean = (np.cumsum(planes, axis=1, dtype=np.float32)[:, -1] / count).astype(np.float32)
+        centred = planes - mean[:, None]
+        var = (np.cumsum(centred * centred, axis=1, dtype=np.float32)[:, -1] / count).astype(np.float32)
+        invstd = (np.float32(1) / np.sqrt(var + np.float32(eps))).astype(np.float32)
+        y = centred * invstd[:, None]
+        if weight is not None:
+            y = y * np.tile(weight.astype(np.float32), n)[:, None]
+        if bias is not None:
+            y = y + np.tile(bias.astype(np.float32), n)[:, None]
+        return y.reshape(n, c, h, w)
+    return instance_norm
+
+
+def torch7_order() -> PatchedBackend:
+    return PatchedBackend("torch7-order", {"conv2d": sequential_conv})
+
+
+SHORTCUTS = {
+    "IN statistics summed in float32": {"instance_norm": float32_statistics},
+    "conv operands in TF32 (10-bit mantissa)": {"conv2d": rounded_operands(10)},
+    "conv operands in bfloat16 (7-bit mantissa)": {"conv2d": rounded_operands(7)},
+}
+
+
+def before_model(revision: str):
+    """harness/core/tolerance.py as it was at ``revision`` (read with git show), or None."""
+    try:
+        text = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:harness/core/tolerance.py"],
+                              check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "tolerance_before.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location("tolerance_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tolerance_before"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- cases -----------------------------------------------------------------------------------------------------------
+
+
+def johnson_models(quick: bool, held_out: bool = False) -> dict[str, object]:
     from fixtures import DEFAULT_MODEL, ORACLE_NARROW_DIR
     from fixtures.make_model import make_model
     from harness.core.oracle import SHARED_ORACLE_DIR
 
+    tmp = Path(tempfile.mkdtemp())
+    if held_out:
+        found = {"narrow pretrained (make_model seed 3)": load_module_tree(
+            make_model(tmp / "narrow3.t7", "pretrained", (4, 8, 16), 3))}
+        if not quick:
+            found["full head (make_model seed 11)"] = load_module_tree(
+                make_model(tmp / "full11.t7", "head", (32, 64, 128), 11))
+        return found
     found = {"narrow pretrained": load_module_tree(DEFAULT_MODEL),
              "narrow head": load_module_tree(ORACLE_NARROW_DIR / "narrow_head_seed77.t7")}
     if quick:
         return found
-    with tempfile.TemporaryDirectory() as tmp:
-        found["full pretrained (make_model seed 5)"] = load_module_tree(
-            make_model(Path(tmp) / "full_pretrained.t7", "pretrained", (32, 64, 128), 5))
+    found["full pretrained (make_model seed 5)"] = load_module_tree(
+        make_model(tmp / "full5.t7", "pretrained", (32, 64, 128), 5))
     shared = SHARED_ORACLE_DIR / "johnson_head_seed1234_float.t7"
     if shared.exists():
         found["full head (Torch7 seed 1234)"] = load_module_tree(shared)
     return found
 
 
-def ordinary_inputs(full_width: bool) -> dict[str, np.ndarray]:
-    from parity_tests.parity import photo
+def photo(block: int) -> np.ndarray:
+    from parity_tests.parity import photo as parity_photo
 
+    return parity_photo(block)
+
+
+def ordinary_inputs(held_out: bool = False) -> dict[str, np.ndarray]:
+    if held_out:
+        rng = np.random.default_rng(99)
+        return {"random 48x40": f32(rng.random((1, 3, 48, 40))), "photo 128x128": f32(photo(2))}
     rng = np.random.default_rng(2024)
-    picture = photo(4) if full_width else photo(1)
-    inputs = {"random 32x32": rng.random((1, 3, 32, 32)), "odd 37x29": rng.random((1, 3, 37, 29)),
-              "batch 2 24x20": rng.random((2, 3, 24, 20)), "photo": picture}
-    return {name: x.astype(np.float32).astype(np.float64) for name, x in inputs.items()}
+    return {"random 32x32": f32(rng.random((1, 3, 32, 32))), "odd 37x29": f32(rng.random((1, 3, 37, 29))),
+            "batch 2 24x20": f32(rng.random((2, 3, 24, 20))), "photo 64x64": f32(photo(4))}
+
+
+def suite_inputs() -> dict[str, np.ndarray]:
+    """The ordinary inputs of the test suite (parity_tests/parity.py INPUTS)."""
+    from parity_tests.parity import input_array
+
+    return {name: input_array(name) for name in ("random 32x32", "odd 37x29", "batch 2 24x20", "photo 64x64")}
 
 
 def flat_inputs() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(7)
-    inputs = {"constant 0.6": np.full((1, 3, 24, 24), 0.6),
-              "near-constant 0.6+1e-4": 0.6 + 1e-4 * rng.standard_normal((1, 3, 24, 24))}
-    return {name: x.astype(np.float32).astype(np.float64) for name, x in inputs.items()}
+    return {"constant 0.6": f32(np.full((1, 3, 24, 24), 0.6)),
+            "near-constant 0.6+1e-4": f32(0.6 + 1e-4 * rng.standard_normal((1, 3, 24, 24)))}
 
 
-def traces(runner, root, x, dtype, view, reference_trace):
-    if view == "accumulated":
-        return runner.forward(x.astype(dtype), trace=True)[1]
-    inputs = tolerance.module_inputs(root, x, reference_trace)
-    # copies: a backend may run an in-place ReLU on the array it is given
-    return {path: runner.run_module(path, np.array(inputs[path], dtype=dtype)) for path in trace_paths(root)}
+V1_MODELS = {  # file names in ../shared/realmodels
+    "v1-style": ["texture_nets_v1__mosaic_style.t7", "texture_nets_v1__pleades_style.t7",
+                 "texture_nets_v1__starry_style.t7", "texture_nets_v1__turner_style.t7"],
+    "v1-texture": ["texture_nets_v1__bricks.png_model.t7", "texture_nets_v1__pebble.png_model.t7",
+                   "texture_nets_v1__pixelcity_windows2.jpg_model.t7",
+                   "texture_nets_v1__red-peppers256.o.jpg_model.t7"],
+    "demos": ["torch-opencv-demos__starry.t7", "torch-opencv-demos__pollock.t7"],
+    "doodle": ["online-neural-doodle__starry_night.t7"],
+}
+# The v1 cases run by the runners that convert per model and shape (tflite, onnx): one per family.
+SLOW_RUNNER_V1_CASE = " [all runners]"
+DOODLE_PALETTE = np.array([[20, 20, 30], [230, 230, 220], [120, 110, 100], [200, 90, 60]], dtype=np.float64)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backends", default="reference,torch,tf,tflite")
-    parser.add_argument("--quick", action="store_true", help="narrow models only")
-    args = parser.parse_args(argv)
-    started = time.time()
-    judge = get_backend("reference")
-    backends = {}
-    for name in args.backends.split(","):
-        try:
-            backends[name] = get_backend(name)
-        except BackendError as error:
-            print(f"# skipping {name}: {error}")
-    trees = models(args.quick)
+def v1_cases(quick: bool) -> list[Case]:
+    """The real v1-era models at sizes and batches the oracle does not have (held out)."""
+    from PIL import Image
 
-    # 1. conditioning on ordinary inputs
-    reference_traces = {}
-    g_max, g_where = 0.0, ""
-    for model_name, root in trees.items():
-        judge_runner = judge.load(root, "float64")
-        for input_name, x in ordinary_inputs("full" in model_name).items():
-            reference_traces[model_name, input_name] = (x, judge_runner.forward(x, trace=True)[1])
-            budgets = tolerance.layer_budgets(root, x, reference_traces[model_name, input_name][1], "float32",
-                                              c_rounding=1.0, g_ordinary=np.inf)
-            for path, budget in budgets.items():
-                if budget.conditioning is not None and budget.conditioning > g_max:
-                    g_max, g_where = budget.conditioning, f"{model_name}, {input_name}, path {path}"
-    print("## 1. Instance-norm conditioning on ordinary inputs\n")
-    print(f"max g = {g_max:.3g} ({g_where}); G_ORDINARY in harness/core/tolerance.py = {tolerance.G_ORDINARY}\n")
+    from contract.families import batchnorm_mode, detect_family, image_to_input, mask_to_input
+    from fixtures import DEFAULT_IMAGE
+    from harness.core.noise import draw_noise
+    from harness.core.oracle import REAL_MODELS_DIR
 
-    # 2. ratios measured / model(C=1) on ordinary inputs
-    worst: dict[tuple[str, str], tuple[float, str, float]] = defaultdict(lambda: (0.0, "", 0.0))
-    rows = []
-    for backend_name, backend in backends.items():
+    def picture(h: int, w: int, grow: int = 0) -> np.ndarray:
+        with Image.open(DEFAULT_IMAGE) as image:
+            side = max(h, w) + grow
+            big = np.asarray(image.convert("RGB").resize((side, side), Image.BICUBIC), dtype=np.float64) / 255.0
+        return big[:h, :w].transpose(2, 0, 1)[None]
+
+    def random(h, w, n, seed):
+        return np.random.default_rng(seed).random((n, 3, h, w))
+
+    cases = []
+    for family, names in V1_MODELS.items():
+        for name in names[:1] if quick else names:
+            path = REAL_MODELS_DIR / name
+            if not path.exists():
+                continue
+            root = load_module_tree(path)
+            fam = detect_family(root)
+            if family == "v1-style":
+                images = {"photo 48x80": picture(48, 80), "random batch 2 32x32": random(32, 32, 2, 1),
+                          "photo+random batch 2 64x64": np.concatenate([picture(64, 64), random(64, 64, 1, 2)]),
+                          "photo 96x96": picture(96, 96, 16)}
+            else:
+                images = {"photo 64x96": picture(64, 96), "random batch 2 32x64": random(32, 64, 2, 3),
+                          "photo 96x96": picture(96, 96, 16)}
+            for index, (label, image) in enumerate(list(images.items())[:1] if quick else images.items()):
+                x = mask_to_input(image, 4, DOODLE_PALETTE)[0] if fam.name == "doodle" else image_to_input(image, fam)
+                x = f32(x)
+                noise = draw_noise(root, x.shape, 100 + index, "float32")
+                slow = SLOW_RUNNER_V1_CASE if name == names[0] and label == "photo 96x96" else ""
+                short = path.stem.split("__", 1)[-1].split(".")[0]
+                cases.append(Case(f"{family} {short} {label}{slow}", root, x, noise, batchnorm_mode(root, fam)))
+    return cases
+
+
+# -- sections -------------------------------------------------------------------------------------------------------
+
+
+def conditioning(fit_cases: list[Case]) -> None:
+    print("## 1. Normalisation conditioning on ordinary inputs\n")
+    g_max, where = 0.0, ""
+    for case in fit_cases:
+        for path, budget in case.budgets(tolerance, "float32", c_rounding=1.0, g_ordinary=np.inf).items():
+            if budget.conditioning is not None and budget.conditioning > g_max:
+                g_max, where = budget.conditioning, f"{case.name}, path {path}"
+    print(f"max g_c = {g_max:.3g} ({where}); G_ORDINARY in harness/core/tolerance.py = {tolerance.G_ORDINARY}\n")
+
+
+def fit(fit_cases: list[Case], backends: dict) -> dict[str, float]:
+    print("## 2. Fit: measured / model(C = 1) on ordinary inputs of the johnson generators\n")
+    print("| backend | dtype | case | view | output rel. error | worst measured/model(C=1) | at path |")
+    print("|---|---|---|---|---|---|---|")
+    worst_by: dict[tuple[str, str], tuple[float, str]] = defaultdict(lambda: (0.0, ""))
+    for name, backend in backends.items():
         statistics = tolerance.instance_norm_statistics(backend)
         for dtype in backend.dtypes:
-            for model_name, root in trees.items():
-                if backend_name == "tflite" and "full" in model_name:
-                    continue  # conversion per model is slow; the narrow models exercise the same ops
-                runner = backend.load(root, dtype)
-                for (m, input_name), (x, reference_trace) in reference_traces.items():
-                    if m != model_name:
-                        continue
-                    for view in ("accumulated", "isolated"):
-                        if view == "isolated" and not hasattr(runner, "run_module"):
-                            continue
-                        measured = traces(runner, root, x, dtype, view, reference_trace)
-                        budgets = tolerance.layer_budgets(root, x, reference_trace, dtype, view=view,
-                                                          c_rounding=1.0, statistics=statistics)
-                        ratio, where, rel = max((_ratio(measured[p], reference_trace[p], b), p,
-                                                 _rel(measured[p], reference_trace[p])) for p, b in budgets.items())
-                        out_rel = _rel(measured[trace_paths(root)[-1]], reference_trace[trace_paths(root)[-1]])
-                        rows.append((backend_name, dtype, model_name, input_name, view, out_rel, ratio, where))
-                        key = (backend_name, dtype)
-                        if ratio > worst[key][0]:
-                            worst[key] = (ratio, f"{model_name}, {input_name}, {view}, path {where}", rel)
-    print("## 2. Ordinary inputs: measured error vs the model with C = 1\n")
-    print("| backend | dtype | model | input | view | output rel. error | worst measured/model(C=1) | at path |")
-    print("|---|---|---|---|---|---|---|---|")
-    for backend_name, dtype, model_name, input_name, view, out_rel, ratio, where in rows:
-        print(f"| {backend_name} | {dtype} | {model_name} | {input_name} | {view} | {out_rel:.2e} | {ratio:.3f} | "
-              f"{where} |")
-    print("\n| backend | IN statistics | dtype | worst ratio | where | relative error there |\n"
-          "|---|---|---|---|---|---|")
-    for (backend_name, dtype), (ratio, where, rel) in worst.items():
-        statistics = tolerance.instance_norm_statistics(backends[backend_name])
-        print(f"| {backend_name} | {statistics} | {dtype} | {ratio:.3f} | {where} | {rel:.2e} |")
+            for case in fit_cases:
+                if name == "tflite" and "full" in case.name:
+                    continue  # one conversion per model and input shape: the narrow models exercise the same ops
+                for view in ("accumulated",) if name in ("tflite", "onnx") else ("accumulated", "isolated"):
+                    try:
+                        _, measured = case.run(backend, dtype, view)
+                    except (AttributeError, NotImplementedError, BackendError):
+                        continue  # no isolated view
+                    budgets = case.budgets(tolerance, dtype, view, c_rounding=1.0, statistics=statistics)
+                    r, path = worst(measured, case, budgets)
+                    last = tolerance.output_budget(case.root, budgets).lua_path
+                    print(f"| {name} | {dtype} | {case.name} | {view} | {rel(measured[last], case.trace[last]):.2e} "
+                          f"| {r:.3f} | {path} |")
+                    if r > worst_by[name, dtype][0]:
+                        worst_by[name, dtype] = (r, f"{case.name}, {view}, path {path}")
+    print("\n| backend | statistics | dtype | worst ratio | where |\n|---|---|---|---|---|")
+    needed: dict[str, float] = {}
+    for (name, dtype), (r, where) in worst_by.items():
+        statistics = tolerance.instance_norm_statistics(backends[name])
+        needed[statistics] = max(needed.get(statistics, 0.0), r)
+        print(f"| {name} | {statistics} | {dtype} | {r:.3f} | {where} |")
     print()
-    for statistics in tolerance.IN_STATISTICS:
-        ratios = [ratio for (name, _), (ratio, _, _) in worst.items()
-                  if tolerance.instance_norm_statistics(backends[name]) == statistics]
-        if ratios:
-            print(f"IN statistics in {statistics}: C needed = {max(ratios):.3f}; in harness/core/tolerance.py "
-                  f"{tolerance.rounding_constant(statistics):.3f} (SAFETY {tolerance.SAFETY})")
+    for statistics, r in needed.items():
+        c = tolerance.rounding_constant(statistics)
+        print(f"statistics in {statistics}: C needed (worst fit ratio) = {r:.3f}; in harness/core/tolerance.py "
+              f"{c:.3f} = {c / tolerance.SAFETY:.3f} x SAFETY {tolerance.SAFETY}")
     print()
+    return needed
 
-    # 3. validation on flat images and primitives
-    print("## 3. Validation with the fitted constants (ratio = measured / allowed; must be <= 1)\n")
-    print("| backend | dtype | model | input | view | output rel. error | output rtol allowed | "
-          "worst ratio | undetermined paths |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    worst_validation = 0.0
-    for backend_name, backend in backends.items():
+
+def validation(held_out: list[Case], flat: list[Case], narrow_fit: list[Case], backends: dict, quick: bool) -> float:
+    """``narrow_fit``: fit cases, run held out in Torch7's own float32 order only."""
+    print("## 3. Validation (held out): measured / allowed with the constants of harness/core/tolerance.py "
+          "(must be <= 1)\n")
+    print("| backend | dtype | case | view | output rel. error | output rtol allowed | allowed / measured at the "
+          "output | worst ratio | at path | undetermined paths |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    overall = 0.0
+    runners = dict(backends)
+    runners["torch7-order"] = torch7_order()
+    for name, backend in runners.items():
         statistics = tolerance.instance_norm_statistics(backend)
-        for dtype in backend.dtypes:
-            for model_name, root in trees.items():
-                if "full" in model_name and backend_name == "tflite":
+        for dtype in ("float32",) if name not in ("reference", "torch", "tf") else backend.dtypes:
+            for case in held_out + flat + (narrow_fit if name == "torch7-order" else []):
+                if name in ("tflite", "onnx", "torch7-order") and "full" in case.name:
                     continue
-                runner = backend.load(root, dtype)
-                for input_name, x in flat_inputs().items():
-                    reference_trace = judge.load(root, "float64").forward(x, trace=True)[1]
-                    for view in ("accumulated", "isolated"):
-                        if view == "isolated" and not hasattr(runner, "run_module"):
-                            continue
-                        measured = traces(runner, root, x, dtype, view, reference_trace)
-                        budgets = tolerance.layer_budgets(root, x, reference_trace, dtype, view=view,
-                                                          statistics=statistics)
-                        determined = {p: b for p, b in budgets.items() if b.determined}
-                        ratios = [_ratio(measured[p], reference_trace[p], b) for p, b in determined.items()]
-                        ratio = max(ratios, default=0.0)
-                        worst_validation = max(worst_validation, ratio)
-                        last = trace_paths(root)[-1]
-                        print(f"| {backend_name} | {dtype} | {model_name} | {input_name} | {view} | "
-                              f"{_rel(measured[last], reference_trace[last]):.2e} | {budgets[last].rtol:.2e} | "
-                              f"{ratio:.3f} | {len(budgets) - len(determined)} of {len(budgets)} |")
+                for view in ("accumulated", "isolated"):
+                    if view == "isolated" and (name in ("tflite", "onnx") or case in held_out):
+                        continue
+                    try:
+                        _, measured = case.run(backend, dtype, view)
+                    except (AttributeError, NotImplementedError, BackendError):
+                        continue
+                    budgets = case.budgets(tolerance, dtype, view, statistics=statistics)
+                    r, path = worst(measured, case, budgets)
+                    overall = max(overall, r)
+                    last = tolerance.output_budget(case.root, budgets)
+                    measured_out = rel(measured[last.lua_path], case.trace[last.lua_path])
+                    loose = last.rtol / measured_out if measured_out > 0 else np.inf
+                    undetermined = sum(not b.determined for b in budgets.values())
+                    print(f"| {name} | {dtype} | {case.name} | {view} | {measured_out:.2e} | {last.rtol:.2e} | "
+                          f"{loose:.1f} | {r:.3f} | {path} | {undetermined} of {len(budgets)} |")
     print()
-    worst_validation = max(worst_validation, primitives(backends, judge))
-    print(f"\nworst validation ratio = {worst_validation:.3f} (must be <= 1)")
-    print(f"\n(measured in {time.time() - started:.0f} s)")
-    return 0 if worst_validation <= 1.0 else 1
+    overall = max(overall, primitives(backends, 12 if quick else 40))
+    print(f"\nworst validation ratio (johnson held out, flat images, primitives) = {overall:.3f} (must be <= 1)\n")
+    return overall
 
 
-def primitives(backends, judge, examples: int = 60) -> float:
-    from parity_tests.strategies import PRIMITIVE_STRATEGIES
+def primitives(backends: dict, examples: int) -> float:
+    from parity_tests.strategies import PRIMITIVE_STRATEGIES, V1_STRATEGIES
 
     print("| primitive | backend | dtype | cases | worst measured rel. error | worst ratio | at |")
     print("|---|---|---|---|---|---|---|")
     overall = 0.0
     errors: list[str] = []
-    for primitive, strategy in PRIMITIVE_STRATEGIES.items():
-        for backend_name, backend in backends.items():
-            if backend_name == "tflite":
-                continue  # one TFLite conversion per case: measured through the models above instead
+    for primitive, strategy in {**PRIMITIVE_STRATEGIES, **V1_STRATEGIES}.items():
+        for name, backend in backends.items():
+            if name in ("tflite", "onnx"):
+                continue  # one conversion per case: measured through the models instead
             for dtype in backend.dtypes:
-                stats = _measure_primitive(strategy, backend, judge, dtype, examples)
+                stats = _measure_primitive(strategy, backend, name, dtype, examples, errors)
                 overall = max(overall, stats["ratio"])
-                print(f"| {primitive} | {backend_name} | {dtype} | {stats['n']} | {stats['rel']:.2e} | "
-                      f"{stats['ratio']:.3f} | {stats['at']} |")
-                errors.extend(f"{backend_name} {dtype}: {error}" for error in stats["errors"][:3])
-    for error in errors:
+                print(f"| {primitive} | {name} | {dtype} | {stats['n']} | {stats['rel']:.2e} | {stats['ratio']:.3f} | "
+                      f"{stats['at']} |")
+    for error in errors[:6]:
         print(f"\nbackend error (not measured): {error}")
     return overall
 
 
-def _measure_primitive(strategy, backend, judge, dtype: str, examples: int) -> dict:
+def _measure_primitive(strategy, backend, name: str, dtype: str, examples: int, errors: list[str]) -> dict:
     from hypothesis import HealthCheck, given, settings
 
-    stats = {"ratio": 0.0, "rel": 0.0, "at": "", "n": 0, "errors": []}
+    stats = {"ratio": 0.0, "rel": 0.0, "at": "", "n": 0}
 
     @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
               suppress_health_check=list(HealthCheck))
-    @given(case=strategy())
-    def measure(case):
-        reference_trace = judge.load(case.root, "float64").forward(case.x, trace=True)[1]
-        try:  # the module alone (run_module): forward takes N x 3 x H x W only
-            measured = traces(backend.load(case.root, dtype), case.root, case.x, dtype, "isolated", reference_trace)
+    @given(drawn=strategy())
+    def measure(drawn):
+        case = Case(repr(drawn), drawn.root, drawn.x, drawn.noise, drawn.batchnorm)
+        try:
+            _, measured = case.run(backend, dtype, "isolated")
         except Exception as error:  # a backend limitation is a finding, reported beside the numbers
-            stats["errors"].append(f"{case!r}: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
+            errors.append(f"{name} {dtype}: {drawn!r}: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
             return
-        budgets = tolerance.layer_budgets(case.root, case.x, reference_trace, dtype, view="isolated",
-                                          statistics=tolerance.instance_norm_statistics(backend))
+        budgets = case.budgets(tolerance, dtype, "isolated", statistics=tolerance.instance_norm_statistics(backend))
         for path, budget in budgets.items():
-            if not budget.determined:
-                continue
-            rel = _rel(measured[path], reference_trace[path])
-            ratio = _ratio(measured[path], reference_trace[path], budget)
-            if ratio >= stats["ratio"]:
-                stats.update(ratio=ratio, at=f"{case!r} @ {path}")
-            stats["rel"] = max(stats["rel"], rel)
+            if budget.determined:
+                r = ratio(measured[path], case.trace[path], budget)
+                if r >= stats["ratio"]:
+                    stats.update(ratio=r, at=f"{drawn!r} @ {path}")
+                stats["rel"] = max(stats["rel"], rel(measured[path], case.trace[path]))
         stats["n"] += 1
 
     measure()
     return stats
+
+
+def v1(cases: list[Case], backends: dict) -> float:
+    from parity_tests.ground_truth import v1_runs
+
+    print("## 4. The real v1-era models: held-out cases and the Torch7 oracle's own float32 runs\n")
+    print("| runner | case | batch norm | output rel. error | output rtol allowed | allowed / measured | "
+          "worst ratio | at path | amplification at the output |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    overall = 0.0
+    runners = dict(backends)
+    runners["torch7-order"] = torch7_order()
+
+    def row(name, case, measured):
+        nonlocal overall
+        budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runners.get(name)))
+        r, path = worst(measured, case, budgets)
+        overall = max(overall, r)
+        last = tolerance.output_budget(case.root, budgets)
+        out = rel(measured[last.lua_path], case.trace[last.lua_path])
+        print(f"| {name} | {case.name} | {case.batchnorm} | {out:.2e} | {last.rtol:.2e} | "
+              f"{last.rtol / out if out else np.inf:.1f} | {r:.3f} | {path} | {last.amplification:.3g} |")
+
+    for name, runner in runners.items():
+        for case in cases:
+            if name in ("tflite", "onnx") and not case.name.endswith(SLOW_RUNNER_V1_CASE):
+                continue  # one conversion per model and shape: one model per family, one size
+            try:
+                _, measured = case.run(runner, "float32")
+            except (BackendError, NotImplementedError, KeyError, ValueError) as error:
+                print(f"| {name} | {case.name} | {case.batchnorm} | not run: {type(error).__name__} | | | | | |")
+                continue
+            row(name, case, measured)
+    for run in v1_runs():
+        if run.dtype != "float32":
+            continue
+        case = Case(f"oracle {run.name}", load_module_tree(run.model_path), f32(run.input), run.noise, run.batchnorm)
+        row("Torch7 (oracle)", case, {p: a for p, a in run.trace.items()} | {
+            tolerance.output_budget(case.root, case.budgets(tolerance, "float32")).lua_path: run.output})
+    print(f"\nworst v1 ratio = {overall:.3f} (must be <= 1)\n")
+    return overall
+
+
+def shortcuts(suite_cases: list[Case], before) -> None:
+    print("## 5. Precision shortcuts, judged with the strict model (instance-norm statistics in double)\n")
+    print("| shortcut | case | view | worst measured/allowed, before | after | caught before | caught after |")
+    print("|---|---|---|---|---|---|---|")
+    for label, replacements in SHORTCUTS.items():
+        backend = PatchedBackend(label, replacements)
+        for case in suite_cases:
+            for view in ("accumulated", "isolated"):
+                _, measured = case.run(backend, "float32", view)
+                now, _ = worst(measured, case, case.budgets(tolerance, "float32", view))
+                then = worst(measured, case, case.budgets(before, "float32", view))[0] if before else np.nan
+                print(f"| {label} | {case.name} | {view} | {then:.2f} | {now:.2f} | {'yes' if then > 1 else 'no'} | "
+                      f"{'yes' if now > 1 else 'no'} |")
+    print()
+
+
+def table(cases: list[Case], backends: dict, before) -> None:
+    print("## 6. Output tolerance / measured output error, before and after (float32, accumulated)\n")
+    print("| backend | case | measured output rel. error | before: rtol | before: bound/measured | after: rtol | "
+          "after: bound/measured |")
+    print("|---|---|---|---|---|---|---|")
+    for name, backend in backends.items():
+        statistics = tolerance.instance_norm_statistics(backend)
+        for case in cases:
+            if name in ("tflite", "onnx") and "full" in case.name:
+                continue
+            try:
+                _, measured = case.run(backend, "float32")
+            except (BackendError, NotImplementedError):
+                continue
+            after = tolerance.output_budget(case.root, case.budgets(tolerance, "float32", statistics=statistics))
+            out = rel(measured[after.lua_path], case.trace[after.lua_path])
+            then = "—", "—"
+            if before is not None:
+                old = before.output_budget(case.root, case.budgets(before, "float32", statistics=statistics))
+                then = f"{old.rtol:.2e}", f"{old.rtol / out:.1f}" if out else "inf"
+            print(f"| {name} | {case.name} | {out:.2e} | {then[0]} | {then[1]} | {after.rtol:.2e} | "
+                  f"{after.rtol / out if out else np.inf:.1f} |")
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", default="reference,torch,tf,tflite,onnx")
+    parser.add_argument("--quick", action="store_true", help="narrow models, one v1 model per family, fewer draws")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--before", default=BEFORE, help="git revision of the model the table compares with")
+    args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    started = time.time()
+    backends = {}
+    for name in args.backends.split(","):
+        try:
+            backends[name] = get_backend(name)
+        except (BackendError, ImportError) as error:
+            print(f"# skipping {name}: {error}")
+    before = before_model(args.before) if sections & {"shortcuts", "table"} else None
+    models = johnson_models(args.quick)
+    fit_cases = [Case(f"{model} {label}", root, x) for model, root in models.items()
+                 for label, x in ordinary_inputs().items()]
+    failed = False
+    if "conditioning" in sections:
+        conditioning(fit_cases)
+    if "fit" in sections:
+        needed = fit(fit_cases, backends)
+        failed |= any(r > tolerance.rounding_constant(s) for s, r in needed.items())
+    if "validation" in sections:
+        held = [Case(f"{model} {label}", root, x) for model, root in johnson_models(args.quick, True).items()
+                for label, x in ordinary_inputs(True).items()]
+        narrow_fit = [case for case in fit_cases if case.name.startswith("narrow")]
+        flat = [Case(f"{model} {label}", root, x) for model, root in models.items()
+                for label, x in flat_inputs().items()]
+        failed |= validation(held, flat, narrow_fit, backends, args.quick) > 1.0
+    v1_list = v1_cases(args.quick) if sections & {"v1", "table"} else []
+    if "v1" in sections and v1_list:
+        failed |= v1(v1_list, backends) > 1.0
+    suite = [Case(f"{layout} {label}", root, x) for layout, root in list(models.items())[:2]
+             for label, x in suite_inputs().items()]
+    if "shortcuts" in sections:
+        shortcuts(suite, before)
+    if "table" in sections:
+        from parity_tests.ground_truth import v1_runs
+
+        oracle = [Case(f"oracle {run.name}", load_module_tree(run.model_path), f32(run.input), run.noise, run.batchnorm)
+                  for run in v1_runs() if run.dtype == "float32"]
+        full = [Case(f"{model} photo 64x64", root, f32(photo(4))) for model, root in models.items() if "full" in model]
+        table(suite + full + oracle, backends, before)
+    print(f"(measured in {time.time() - started:.0f} s)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
