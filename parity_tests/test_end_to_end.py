@@ -8,10 +8,10 @@ views: accumulated (end to end) and isolated (each module fed the judge's own in
 mutation test (test_mutations.py) runs the same checks against known porting bugs.
 
 Measured at the output (scripts/measure_tolerances.py, docs/tolerances.md), float32, relative to
-the output scale: reference, torch, tf and tflite 1e-6 to 4e-6 on ordinary inputs up to 64x64
-(tf/tflite 3.3e-4 on a 256x256 photo: their float32 IN statistics); on the constant image torch
-3.4e-6 and tf 3.6e-3 at the pretrained layout's output (0.46 allowed: the flat IN at path 4);
-float64 <= 1.2e-11. The tolerance model's worst measured/allowed ratio over all of it is 0.33.
+the output scale: reference, torch, tf and tflite 1e-6 to 4e-6 on ordinary inputs up to 64x64; on
+the constant image torch 3.4e-6 and tf 3.6e-3 at the pretrained layout's output (5.9e-2 allowed: the
+flat IN at path 4); float64 <= 1.2e-11. The tolerance model's worst measured/allowed ratio over its fit
+cases is 0.49 (C = 2.8; docs/tolerances.md).
 
 The ``tf-seed`` backend reproduces a flawed port: its deviations (the three of docs/drift.md) are asserted,
 path by path, instead of being tolerated.
