@@ -93,6 +93,10 @@ def _check(run: OracleRun, backend, load_runner_cached) -> None:
     per_path, at_output = _tolerances(run, backend)
     name = f"{backend.name} {run.dtype}"
     failures = []
+    # Traces are keyed by Lua path and record every noise module's output (the noise each backend was given).
+    missing_noise = sorted(set(run.noise) - set(trace))
+    if missing_noise:
+        failures.append(f"noise modules {', '.join(missing_noise)} are not in the {name} trace")
     for path, expected in run.trace.items():
         if path not in trace:
             failures.append(f"Lua path {path}: not in the {name} trace")

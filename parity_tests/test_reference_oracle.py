@@ -62,34 +62,6 @@ def _forward(run: OracleRun) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return _FORWARDS[run.npz_path]
 
 
-def _check_run(run: OracleRun) -> None:
-    network = _network(run.model_path, run.dtype)
-    output, trace = _forward(run)
-    tolerance, name = WHOLE_MODEL[run.dtype], f"reference {run.dtype}"
-    assert output.dtype == np.dtype(run.dtype)
-    assert list(trace) == trace_paths(network.root_module)
-    if run.trace:
-        assert set(trace) == set(run.trace), "trace keys differ from the oracle's"
-    for path, expected in run.trace.items():
-        assert_close(trace[path], expected, tolerance, actual_name=name, expected_name=ORACLE,
-                     where=f"{run.name} Lua path {path}")
-    assert_close(output, run.output, tolerance, actual_name=name, expected_name=ORACLE, where=f"{run.name} output")
-
-
-pytestmark = pytest.mark.oracle
-
-
-@pytest.mark.parametrize("run", fixture_runs(), ids=repr)
-def test_committed_oracle_run(run: OracleRun) -> None:
-    _check_run(run)
-
-
-@pytest.mark.parametrize("run", shared_runs() or [pytest.param(None, marks=pytest.mark.skip("no ../shared/oracle"))],
-                         ids=repr)
-def test_shared_full_width_oracle_run(run: OracleRun) -> None:
-    _check_run(run)
-
-
 def test_shared_odd_size_keeps_the_head_layout_shape() -> None:
     """67x53 -> 68x56: the head layout never crops (docs/torch7-semantics.md, odd sizes)."""
     runs = [run for run in shared_runs() if run.input.shape[2:] == (67, 53)]

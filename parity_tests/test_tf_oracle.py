@@ -55,10 +55,8 @@ from harness.core.compare import Tolerance, assert_close  # noqa: E402
 from harness.core.noise import draw_noise  # noqa: E402
 from parity_tests.ground_truth import (  # noqa: E402
     REAL_MODELS_DIR,
-    OracleRun,
     SingleModuleCase,
     fixture_runs,
-    shared_runs,
     single_module_cases,
     v1_runs,
 )
@@ -96,32 +94,6 @@ def runners():
         return cache[key]
 
     return get
-
-
-def _check_run(run: OracleRun, runner) -> None:
-    output, trace = runner.forward(run.input, trace=True)
-    tolerance = WHOLE_MODEL[run.dtype]
-    name = f"{NAME} {run.dtype}"
-    assert output.dtype == np.dtype(run.dtype)
-    assert list(trace) == trace_paths(load_root(run.model_path)), "trace keys must be the Lua paths in order"
-    for path, expected in run.trace.items():
-        assert_close(trace[path], expected, tolerance, actual_name=name, expected_name="Torch7 oracle",
-                     where=f"{run.name} Lua path {path}")
-    assert_close(output, run.output, tolerance, actual_name=name, expected_name="Torch7 oracle",
-                 where=f"{run.name} output")
-
-
-@pytest.mark.oracle
-@pytest.mark.parametrize("run", fixture_runs(), ids=repr)
-def test_committed_oracle_run(run: OracleRun, runners) -> None:
-    _check_run(run, runners(run.model_path, run.dtype))
-
-
-@pytest.mark.oracle
-@pytest.mark.parametrize("run", shared_runs() or [pytest.param(None, marks=pytest.mark.skip("no ../shared/oracle"))],
-                         ids=repr)
-def test_shared_full_width_oracle_run(run: OracleRun, runners) -> None:
-    _check_run(run, runners(run.model_path, run.dtype))
 
 
 def _single_module_root(case: SingleModuleCase) -> T7Module:

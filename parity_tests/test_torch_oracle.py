@@ -53,11 +53,8 @@ from contract import BackendError  # noqa: E402
 from harness.core.compare import Tolerance, assert_close  # noqa: E402
 from parity_tests.ground_truth import (  # noqa: E402
     REAL_MODELS_DIR,
-    OracleRun,
     fixture_runs,
-    shared_runs,
     single_module_cases,
-    v1_runs,
 )
 from t7file import T7ModelError, T7Module, TensorStorage, UnsupportedModuleError, load_module_tree, trace_paths  # noqa: E402
 from torch_impl import SUPPORTED_CLASSES, load_torch_model  # noqa: E402
@@ -78,33 +75,7 @@ EXACT = Tolerance(0.0, why="pure data movement: measured bit-identical")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _check_run(run: OracleRun) -> None:
-    runner = TorchBackend().load(run.model_path, run.dtype)
-    output, trace = runner.forward(run.input, trace=bool(run.trace))
-    tolerance = WHOLE_MODEL[run.dtype]
-    name = f"torch {run.dtype}"
-    assert output.dtype == np.dtype(run.dtype)
-    for path, expected in run.trace.items():
-        assert path in trace, f"torch trace lacks oracle key {path!r}"
-        assert_close(trace[path], expected, tolerance, actual_name=name, expected_name="Torch7 oracle",
-                     where=f"{run.name} Lua path {path}")
-    assert_close(output, run.output, tolerance, actual_name=name, expected_name="Torch7 oracle",
-                 where=f"{run.name} output")
-
-
 @pytest.mark.oracle
-@pytest.mark.parametrize("run", fixture_runs(), ids=repr)
-def test_committed_oracle_run(run: OracleRun) -> None:
-    _check_run(run)
-
-
-@pytest.mark.oracle
-@pytest.mark.parametrize("run", shared_runs() or [pytest.param(None, marks=pytest.mark.skip("no ../shared/oracle"))],
-                         ids=repr)
-def test_shared_full_width_oracle_run(run: OracleRun) -> None:
-    _check_run(run)
-
-
 @pytest.mark.parametrize("model", sorted({run.model_path for run in fixture_runs()}), ids=lambda p: p.stem)
 def test_trace_keys_are_the_lua_paths(model) -> None:
     root = load_module_tree(model)
@@ -270,36 +241,10 @@ def test_thread_count_applies_during_runs_only() -> None:
 # -- the real v1-era models (docs/real-models.md) -------------------------------------------------------------------
 
 # Scale max(1, max |oracle|), as ../shared/oracle/v1/README.md measures: atol = rtol.
-V1_WHOLE_MODEL = {
-    "float64": Tolerance(1e-10, 1e-10, why="measured max 1.04e-13 (v1_starry_c, Lua path 1.2.8: the style nets' "
-                                           "ill-conditioned batch norms amplify float64 rounding ~1000x); 1e-10 keeps "
-                                           "1000x margin and stays 10x under the 1e-9 the port is held to"),
-    "float32": Tolerance(1e-4, 1e-4, why="measured max 3.8e-5 (v1_starry_a, Lua path 1.2.8); Torch7's own float32 "
-                                         "is 4.9e-5 from exact on that run and a float32 port in BLAS order lands "
-                                         "up to 2.0e-4 on other inputs (docs/real-models.md)"),
-}
-V1_RUNS = v1_runs() or [pytest.param(None, marks=pytest.mark.skip("no ../shared/oracle/v1"))]
 STARRY = REAL_MODELS_DIR / "texture_nets_v1__starry_style.t7"
 PEBBLE = REAL_MODELS_DIR / "texture_nets_v1__pebble.png_model.t7"
 DOODLE = REAL_MODELS_DIR / "online-neural-doodle__starry_night.t7"
 needs_real_models = pytest.mark.skipif(not STARRY.is_file(), reason="no ../shared/realmodels")
-
-
-@pytest.mark.oracle
-@pytest.mark.parametrize("run", V1_RUNS, ids=repr)
-def test_v1_oracle_run(run: OracleRun) -> None:
-    """The run's own dtype, noise and batch-norm mode; every traced path of the file, GenNoise outputs included."""
-    runner = TorchBackend().load(run.model_path, run.dtype, batchnorm=run.batchnorm)
-    noise = {path: array.astype(run.dtype) for path, array in run.noise.items()}
-    output, trace = runner.forward(run.input, trace=True, noise=noise or None)
-    tolerance = V1_WHOLE_MODEL[run.dtype]
-    assert list(trace) == trace_paths(load_module_tree(run.model_path))
-    assert set(run.noise) <= set(trace), "noise modules are traced too"
-    for path, expected in run.trace.items():
-        assert_close(trace[path], expected, tolerance, actual_name=f"torch {run.dtype}",
-                     expected_name="Torch7 oracle", where=f"{run.name} Lua path {path}")
-    assert_close(output, run.output, tolerance, actual_name=f"torch {run.dtype}", expected_name="Torch7 oracle",
-                 where=f"{run.name} output")
 
 
 @needs_real_models
