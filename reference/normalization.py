@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference import parallel
 from reference.parallel import parallel_ranges
 
 
@@ -48,12 +49,11 @@ def _normalise_planes(planes: np.ndarray, out: np.ndarray, scale: np.ndarray | N
     """THNN's arithmetic (see :func:`instance_norm`) on a (planes, pixels) block; ``out`` may be ``planes``."""
     count = planes.shape[1]
     dtype = planes.dtype.type
-    scratch = np.empty_like(planes) if planes.dtype == np.float64 else None
-    sums = _sum_planes(planes, scratch)
+    sums = _sum_planes(planes)
     mean = (sums.astype(dtype) / dtype(count)).astype(dtype)
     centred = np.subtract(planes, mean[:, None], out=out)
-    if scratch is not None:
-        square_sums = _sum_planes(np.square(centred, out=scratch), scratch)
+    if planes.dtype == np.float64:
+        square_sums = _sum_planes(centred, square=True)
     else:
         square_sums = np.einsum("ncp,ncp->nc", centred[None], centred[None], dtype=np.float64)[0]
     with np.errstate(divide="ignore"):
@@ -67,19 +67,56 @@ def _normalise_planes(planes: np.ndarray, out: np.ndarray, scale: np.ndarray | N
         centred += shift[:, None]
 
 
-def _sum_planes(planes: np.ndarray, scratch: np.ndarray | None = None) -> np.ndarray:
+def _sum_planes(planes: np.ndarray, *, square: bool = False, centre: np.ndarray | None = None) -> np.ndarray:
     """Per-plane sums in double, for float64 in Torch's order (TH_TENSOR_APPLY: one left-to-right pass).
 
     NumPy's pairwise summation rounds differently; on a constant float64 plane that
     decides whether ``x - mean`` is exactly 0, and Torch7's output there is ``b``
     plus ~1e-13 (oracle case instnorm_c5_constchan_float64), not ``b``. For float32
     input the double sum's rounding (~1e-16 relative) vanishes when the mean is
-    rounded to float, so NumPy's faster pairwise sum is used there. ``scratch``
-    (same shape, float64; may be ``planes`` itself) receives the running sums.
+    rounded to float, so NumPy's faster pairwise sum is used there.
+    ``square`` sums the squares of the values, ``centre`` (one value per plane) the squares of
+    the values minus it: float64 only, each value computed as ``np.square(planes - centre)`` would.
     """
     if planes.dtype == np.float64:
-        return np.cumsum(planes, axis=-1, out=scratch)[..., -1].copy()
+        return _sequential_sums(planes, square or centre is not None, centre)
     return planes.sum(axis=-1, dtype=np.float64)
+
+
+def _sequential_sums(planes: np.ndarray, square: bool, centre: np.ndarray | None) -> np.ndarray:
+    """Left-to-right float64 sums of each row of ``planes`` (rows x count), of their squares, or of their squares
+    after subtracting ``centre``: THNN's ``accreal sum = 0; sum += x`` over each plane, in that order.
+
+    The rows are worked through in chunks of columns, about ``parallel.MIN_ELEMENTS_PER_THREAD`` values at a
+    time, each chunk copied transposed into a small scratch array (chunk x rows) and reduced over its first
+    axis: NumPy then adds row after row (``out[j] += chunk[i, j]``), which is each plane's sequential sum, with
+    the planes side by side in SIMD lanes, instead of a latency-bound ``cumsum`` per plane that also writes a
+    float64 copy of the whole activation. At least two columns are kept (a single one would make NumPy
+    reduce along a contiguous axis, pairwise). The first chunk starts from 0 (``initial``), each later one
+    from the sums so far, held in its first row: every addition happens in Torch's order on the same values.
+    """
+    rows, count = planes.shape
+    lanes = max(2, rows)
+    chunk = max(1, min(count, parallel.MIN_ELEMENTS_PER_THREAD // lanes))
+    scratch = np.zeros((chunk + 1, lanes), dtype=np.float64)
+    sums = np.zeros(rows, dtype=np.float64)
+    for start in range(0, count, chunk):
+        stop = min(count, start + chunk)
+        first = 0 if start == 0 else 1  # later chunks start from the sums so far, in their first row
+        block = scratch[:stop - start + first]
+        values = block[first:, :rows]
+        if centre is not None:
+            np.subtract(planes[:, start:stop].T, centre[None, :], out=values)
+        else:
+            values[...] = planes[:, start:stop].T
+        if square:
+            np.square(values, out=values)
+        if first:
+            block[0, :rows] = sums
+            sums = np.add.reduce(block, axis=0)[:rows]
+        else:
+            sums = np.add.reduce(block, axis=0, initial=0.0)[:rows]
+    return sums
 
 
 def batch_norm(x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None, eps: float, *,
@@ -132,10 +169,12 @@ def _batch_statistics(rows: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndar
 
     def statistics(start: int, stop: int) -> None:
         block = rows[start:stop]
-        scratch = np.empty(block.shape, dtype=np.float64) if rows.dtype == np.float64 else None
-        mean[start:stop] = (_sum_planes(block, scratch).astype(dtype) / dtype(count)).astype(dtype)
-        squares = np.square(block - mean[start:stop, None])  # rounded in the rows' type, as THNN's real product
-        square_sums = _sum_planes(squares, squares if scratch is not None else None)
+        mean[start:stop] = (_sum_planes(block).astype(dtype) / dtype(count)).astype(dtype)
+        if rows.dtype == np.float64:
+            square_sums = _sum_planes(block, centre=mean[start:stop])
+        else:
+            squares = np.square(block - mean[start:stop, None])  # rounded in the rows' type, as THNN's real product
+            square_sums = _sum_planes(squares)
         with np.errstate(divide="ignore"):
             values = 1.0 / np.sqrt(square_sums / count + eps)
         if eps == 0.0:

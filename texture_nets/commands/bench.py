@@ -1,4 +1,4 @@
-"""``texture-nets bench``: time every installed backend at several sizes; GFLOP/s, share of sgemm peak, memory."""
+"""``texture-nets bench``: time every installed backend at several sizes; GFLOP/s, share of the peak, memory."""
 
 from __future__ import annotations
 
@@ -11,19 +11,23 @@ from pathlib import Path
 from fileio.errors import UserError
 
 ORDER = 60
+DEFAULT_MODEL_NAME = "default"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="benchmark the backends: median time, GFLOP/s, %% of this machine's sgemm peak, peak memory",
-        description="For each backend and size: median and spread of N forward passes after warm-up, GFLOP/s "
-        "from the model's convolution FLOPs, the share of this machine's NumPy float32 sgemm peak (measured in "
-        "the same run), peak RSS (each backend and size in its own process), thread counts and versions. "
-        "Without --model the full-width generator (pretrained layout, widths 32,64,128, seed 1) is written "
-        "once into a cache folder. Method and this machine's table: docs/benchmarks.md.",
-        epilog="Example: texture-nets bench --sizes 256,512,1024 --rss-sizes 2048 --json bench.json "
-        "--markdown bench.md",
+        help="benchmark the backends: median time, GFLOP/s, %% of this machine's peak and physical limit, memory",
+        description="For each model, backend and size: median and spread of N forward passes after warm-up, "
+        "GFLOP/s from the model's convolution FLOPs, the share of this machine's peak (the best large float32 "
+        "sgemm among NumPy, PyTorch and TensorFlow, each with the kernel it picks itself, measured in the same "
+        "run) and of the CPU's physical limit (cores x clock x FMA lanes x FMA pipes x 2, from /proc/cpuinfo), "
+        "peak RSS (each cell in its own process), thread counts and versions. Cells measured while other work "
+        "loads the machine are flagged and get no share of the peak. Without --model the full-width generator "
+        "(pretrained layout, widths 32,64,128, seed 1) is written once into a cache folder. Method and this "
+        "machine's table: docs/benchmarks.md.",
+        epilog="Example: texture-nets bench --model default,starry,pebble --sizes 256,512,1024 --rss-sizes 2048 "
+        "--json bench.json --markdown bench.md",
     )
     parser.add_argument("--backends", metavar="B1,B2,...",
                         help="backends (names, entry points or module:factory; append -float32/-float64 to pick a "
@@ -40,10 +44,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="sizes at which to measure the peak memory of one forward pass only, e.g. 2048")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="pin OMP/OpenBLAS/MKL/TF intra-op threads in the workers (default: libraries' own)")
-    parser.add_argument("--model", type=Path, metavar="FILE.t7",
-                        help="model to benchmark (default: the cached full-width generator)")
+    parser.add_argument("--model", default=DEFAULT_MODEL_NAME, metavar="M1,M2,...",
+                        help="models to benchmark: .t7 files, known models' names (starry, pebble, ...: `texture-nets "
+                        "models`; taken from this machine, never downloaded here), or 'default' for the full-width "
+                        "generator (default: default). Each model's input, noise and batch-norm mode follow its "
+                        "family (docs/real-models.md)")
     parser.add_argument("--sgemm-size", type=int, default=3072, metavar="N",
                         help="matrix size of the sgemm peak measurement (default: 3072)")
+    parser.add_argument("--peak-libraries", metavar="L1,L2",
+                        help="libraries whose sgemm makes the peak: numpy, torch, tensorflow (default: every "
+                        "installed one)")
     parser.add_argument("--timeout", type=float, default=1800.0, metavar="S",
                         help="give up on one (backend, size) after S seconds (default: 1800)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write the full report as JSON")
@@ -69,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     runs = _runs(args.backends, args.dtype, default_runs, parse_run)
     if args.backends is not None:
         _require_installed(runs)  # an explicitly requested backend that cannot run: one line, exit 2
-    model, description = _model(args.model)
-    config = BenchConfig(model=model, runs=runs, sizes=sizes, repeats=args.repeats, warmup=args.warmup,
+    models = _models(args.model)
+    config = BenchConfig(models=models, runs=runs, sizes=sizes, repeats=args.repeats, warmup=args.warmup,
                          rss_sizes=rss_sizes, threads=args.threads, sgemm_size=args.sgemm_size,
-                         timeout_s=args.timeout, model_description=description,
+                         peak_libraries=_peak_libraries(args.peak_libraries), timeout_s=args.timeout,
                          command=_command(args, runs, sizes, rss_sizes))
     report = run_bench(config, None if args.quiet else lambda message: print(message, file=sys.stderr, flush=True))
     markdown = render_markdown(report)
@@ -92,10 +102,12 @@ def _command(args: argparse.Namespace, runs: list[tuple[str, str]], sizes: list[
         parts += ["--rss-sizes", ",".join(map(str, rss_sizes))]
     if args.threads is not None:
         parts += ["--threads", str(args.threads)]
-    if args.model is not None:
+    if args.model != DEFAULT_MODEL_NAME:
         parts += ["--model", str(args.model)]
     if args.sgemm_size != 3072:
         parts += ["--sgemm-size", str(args.sgemm_size)]
+    if args.peak_libraries is not None:
+        parts += ["--peak-libraries", args.peak_libraries]
     for option, value in (("--json", args.json), ("--markdown", args.markdown)):
         if value is not None:
             parts += [option, str(value)]
@@ -141,15 +153,45 @@ def _runs(backends: str | None, dtypes: str | None, default_runs, parse_run) -> 
     return list(dict.fromkeys(runs))
 
 
-def _model(path: Path | None) -> tuple[Path, dict]:
-    """The model to time: the given file, or the full-width generator written once into the cache folder."""
-    from harness.bench.benchmark import FULL_WIDTHS, MODEL_LAYOUT, MODEL_SEED
+def _models(text: str) -> list:
+    """--model's list: 'default', known models' names (local copies only) and .t7 files, in table order."""
+    from harness.bench.benchmark import BenchModel
+    from zoo import entry_named, resolve_model
 
-    if path is not None:
-        if not path.is_file():
-            raise UserError(f"--model {path}: no such file")
-        return path, {}
+    models = []
+    for spec in dict.fromkeys(part.strip() for part in str(text).split(",") if part.strip()):
+        if spec == DEFAULT_MODEL_NAME:
+            path, description = _default_model()
+            models.append(BenchModel("generator", path, description))
+            continue
+        path = Path(spec)
+        if path.is_file():
+            models.append(BenchModel(path.stem, path))
+            continue
+        if entry_named(spec) is None and (path.suffix or os.sep in spec):
+            raise UserError(f"--model {spec}: no such file")
+        models.append(BenchModel(spec, resolve_model(spec, download=False), {"known_model": spec}))
+    if not models:
+        raise UserError("--model is empty")
+    return models
+
+
+def _peak_libraries(text: str | None) -> list[str] | None:
+    from harness.bench.peak import LIBRARIES
+
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in LIBRARIES]
+    if unknown or not names:
+        raise UserError(f"--peak-libraries takes {', '.join(LIBRARIES)}, got {text!r}")
+    return names
+
+
+def _default_model() -> tuple[Path, dict]:
+    """The full-width generator, written once into the cache folder."""
     from fixtures.make_model import make_model
+    from harness.bench.benchmark import FULL_WIDTHS, MODEL_LAYOUT, MODEL_SEED
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "texture-nets" / "bench"
     widths = ",".join(map(str, FULL_WIDTHS))
