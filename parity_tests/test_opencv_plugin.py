@@ -184,9 +184,10 @@ def test_v1_files_are_refused_as_distributed_and_the_rewrite_uses_the_oracle_off
 @pytest.mark.parametrize("run", _runs(V1_FILES, "no ../shared/oracle/v1"), ids=repr)
 def test_opencv_itself_cannot_run_the_v1_files_as_distributed(run):
     """Why plain ``opencv`` refuses them (D5), with OpenCV's own layers and the adapter's noise: the default (fused)
-    net raises in fastNormChannel (the 8-element scale against 16 channels), the unfused one reads past the scale
-    and returns NaN (measured: every output element). Fails the day OpenCV runs these files: then revisit the
-    refusal."""
+    net raises in fastNormChannel (the 8-element scale against 16 channels), the unfused one reads past the scale's
+    buffer: whatever memory lies there (measured: NaN in every element on most runs; finite values once, under
+    pytest-xdist, which no reading of that memory makes agree with Torch7). Fails the day OpenCV runs these files:
+    then revisit the refusal."""
     root = _tree(run.model_path)
     from contract.families import noise_modules
 
@@ -208,7 +209,9 @@ def test_opencv_itself_cannot_run_the_v1_files_as_distributed(run):
             finally:
                 layers.STATE.slots = {}
     assert isinstance(outcomes[0], str) and "fastNormChannel" in outcomes[0], outcomes[0]
-    assert not isinstance(outcomes[1], str) and not np.isfinite(outcomes[1]).all()
+    unfused = outcomes[1]
+    assert not isinstance(unfused, str)
+    assert not np.isfinite(unfused).all() or rel(unfused, run.output) > 1e-2, rel(unfused, run.output)
 
 
 # -- the adapter's own layers: exact --------------------------------------------------------------------------------
