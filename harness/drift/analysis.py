@@ -246,6 +246,9 @@ class BackendDrift:
     seconds: dict[str, float]
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     not_applicable: str | None = None
+    # Lua path -> what the plug-in's own code did there (a custom layer supplying a class the port lacks): no
+    # verdict about the port rests on these paths (contract/protocol.py, ``adapter_paths``).
+    adapter_paths: dict[str, str] = field(default_factory=dict)
 
     @property
     def applicable(self) -> bool:
@@ -313,6 +316,7 @@ class BackendDrift:
             "accumulated": [r.to_dict() for r in self.accumulated],
             "isolated": None if self.isolated is None else [r.to_dict() for r in self.isolated],
             "isolated_note": self.isolated_note,
+            "adapter_paths": dict(self.adapter_paths),
             "seconds": {k: round(v, 4) for k, v in self.seconds.items()},
         }
 
@@ -601,8 +605,9 @@ def _drift_one(ctx: _Context, spec: RunSpec, backend, model, x: np.ndarray) -> B
         del trace
     ctx.say(f"  {spec.label}: {'agrees' if output_result.passed else 'DIFFERS'} at the output; "
             f"{len(divergences)} local divergence(s)")
+    adapter = {str(path): str(what) for path, what in (getattr(runner, "adapter_paths", None) or {}).items()}
     return BackendDrift(spec, backend.name, accumulated, output_result, isolated, note, divergences, onsets,
-                        seconds, arrays)
+                        seconds, arrays, adapter_paths=adapter)
 
 
 def _not_applicable(spec: RunSpec, backend, reason: str, seconds: dict[str, float]) -> BackendDrift:

@@ -126,6 +126,11 @@ def _backend(report: DriftReport, backend: BackendDrift, pictures: list[Picture]
                         for path, reason in backend.not_compared.items())
         parts.append(f'<div class="note">Not compared ({len(backend.not_compared)} path(s); the verdict rests on '
                      f"the {compared} compared):<ul>{items}</ul></div>")
+    if backend.adapter_paths:
+        items = "".join(f"<li>Lua path {escape(path)}: {escape(what)}</li>"
+                        for path, what in sorted(backend.adapter_paths.items()))
+        parts.append(f'<div class="note">Supplied by the adapter, not the port (no verdict here is about them):'
+                     f"<ul>{items}</ul></div>")
     first, reaching, lead = backend.first_divergence, backend.first_divergence_reaching_output, backend.lead
     if first is None:
         parts.append("<p>No local divergence: every layer agrees in "

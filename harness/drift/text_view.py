@@ -68,6 +68,9 @@ def _backend_summary(report: DriftReport, backend: BackendDrift) -> list[str]:
     if backend.isolated is None:
         lines.append(f"   {backend.isolated_note}")
     lines += _not_compared_lines(backend)
+    if backend.adapter_paths:
+        lines.append(f"   supplied by the adapter, not the port (no verdict here is about them): "
+                     f"{', '.join(sorted(backend.adapter_paths))}")
     first, reaching, lead = backend.first_divergence, backend.first_divergence_reaching_output, backend.lead
     if first is None:
         failing = [r.lua_path for r in backend.accumulated + (backend.isolated or []) if not r.passed]
