@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         widths = parse_widths(args.widths)
         path = make_model(args.out, args.layout, widths, args.seed, double=args.double,
-                          as_distributed=args.as_distributed)
+                          as_distributed=args.as_distributed, eps=args.eps)
     except ValueError as error:
         raise UserError(str(error)) from None
     except OSError as error:
