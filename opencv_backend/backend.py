@@ -332,3 +332,26 @@ def dumps(root: T7Module) -> bytes:
     """The bytes of the file the adapter would hand OpenCV for an in-memory tree (for tests and reports)."""
     return dumps_t7(to_torch_object(root))
 
+
+
+def forward_as_distributed(model_file: str | Path, x: np.ndarray, noise: Mapping[str, np.ndarray], *,
+                           fusion: bool, evaluate: bool = False) -> np.ndarray:
+    """OpenCV's importer and layers on the file exactly as distributed (no rewrite), the adapter's custom layers
+    and noise only: the evidence behind refusing the v1 files (docs/ports/opencv.md, D5). Raises cv2.error."""
+    import cv2
+
+    root = load_module_tree(model_file)
+    indices = module_indices(Path(model_file).read_bytes())
+    slots = {indices[m.lua_path]: layers.NoiseSlot(m.kind, m.first_channel, m.planes,
+                                                   np.asarray(noise[m.lua_path], dtype=np.float32))
+             for m in noise_modules(root)}
+    layers.register()
+    with layers.FORWARD_LOCK:
+        layers.STATE.slots = slots
+        try:
+            net = cv2.dnn.readNetFromTorch(str(model_file), True, evaluate)
+            net.enableFusion(fusion)
+            net.setInput(np.ascontiguousarray(x, dtype=np.float32))
+            return net.forward()
+        finally:
+            layers.STATE.slots = {}

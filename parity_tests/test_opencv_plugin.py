@@ -32,7 +32,7 @@ from harness.core.registry import BUILTIN_BACKENDS, ENTRY_POINT_GROUP, get_backe
 from harness.core.runs import forward, load_runner  # noqa: E402
 from harness.core.tolerance import layer_budgets, module_inputs, output_budget  # noqa: E402
 from opencv_backend import OpenCVBackend, layers, patched  # noqa: E402
-from opencv_backend.files import aliased_batch_norms, module_indices  # noqa: E402
+from opencv_backend.files import aliased_batch_norms  # noqa: E402
 from parity_tests.ground_truth import OracleRun, fixture_runs, shared_runs, v1_runs  # noqa: E402
 from parity_tests.parity import check_trace  # noqa: E402
 from parity_tests.strategies import instance_norm_module, single_module_root  # noqa: E402
@@ -188,26 +188,14 @@ def test_opencv_itself_cannot_run_the_v1_files_as_distributed(run):
     buffer: whatever memory lies there (measured: NaN in every element on most runs; finite values once, under
     pytest-xdist, which no reading of that memory makes agree with Torch7). Fails the day OpenCV runs these files:
     then revisit the refusal."""
-    root = _tree(run.model_path)
-    from contract.families import noise_modules
+    from opencv_backend.backend import forward_as_distributed
 
-    indices = module_indices(Path(run.model_path).read_bytes())
-    slots = {indices[m.lua_path]: layers.NoiseSlot(m.kind, m.first_channel, m.planes,
-                                                   run.noise[m.lua_path].astype(F32)) for m in noise_modules(root)}
-    layers.register()
     outcomes = []
     for fusion in (True, False):
-        with layers.FORWARD_LOCK:
-            layers.STATE.slots = slots
-            try:
-                net = cv2.dnn.readNetFromTorch(str(run.model_path), True, False)
-                net.enableFusion(fusion)
-                net.setInput(run.input.astype(F32))
-                outcomes.append(net.forward())
-            except cv2.error as error:
-                outcomes.append(str(error))
-            finally:
-                layers.STATE.slots = {}
+        try:
+            outcomes.append(forward_as_distributed(run.model_path, run.input, run.noise, fusion=fusion))
+        except cv2.error as error:
+            outcomes.append(str(error))
     assert isinstance(outcomes[0], str) and "fastNormChannel" in outcomes[0], outcomes[0]
     unfused = outcomes[1]
     assert not isinstance(unfused, str)

@@ -43,6 +43,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from parity_tests.parity import judge_fast_paths_forced
 from reference import convolution, definitions, parallel
 from reference.activation import leaky_relu, threshold
 from reference.convolution import conv2d, full_conv2d
@@ -67,18 +68,12 @@ def _report_worst_ratios() -> Iterator[None]:
 
 @contextmanager
 def fast_paths(forced: bool, *, threads: int = 3, block_bytes: int = 1) -> Iterator[None]:
-    """Every fast path forced on tiny inputs: ``block_bytes`` unfold/col2im blocks (1: one row per block) and
-    ``threads`` threads however small the job; or the module defaults, untouched."""
-    saved = (convolution.UNFOLD_BLOCK_BYTES, convolution.COL2IM_BLOCK_BYTES, parallel.THREADS,
-             parallel.MIN_ELEMENTS_PER_THREAD)
-    try:
-        if forced:
-            convolution.UNFOLD_BLOCK_BYTES = convolution.COL2IM_BLOCK_BYTES = block_bytes
-            parallel.THREADS, parallel.MIN_ELEMENTS_PER_THREAD = threads, 1
+    """Every fast path forced on tiny inputs (parity.judge_fast_paths_forced), or the module defaults, untouched."""
+    if not forced:
         yield
-    finally:
-        (convolution.UNFOLD_BLOCK_BYTES, convolution.COL2IM_BLOCK_BYTES, parallel.THREADS,
-         parallel.MIN_ELEMENTS_PER_THREAD) = saved
+        return
+    with judge_fast_paths_forced(threads=threads, block_bytes=block_bytes):
+        yield
 
 
 def _array(rng: np.random.Generator, shape: tuple[int, ...], dtype: str, offset: float = 0.0) -> np.ndarray:

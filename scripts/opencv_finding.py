@@ -425,35 +425,23 @@ def section_d5() -> None:
 
     import cv2
 
-    from opencv_backend import layers
-    from opencv_backend.files import aliased_batch_norms, module_indices
+    from opencv_backend.files import aliased_batch_norms
 
     print("## D5: the v1 files as distributed (batch norms declared with 8 features for 16-40 channels)\n")
     print("| run | fusion on (OpenCV's default) | fusion off | adapter offsets = oracle bn_alias |")
     print("|---|---|---|---|")
-    layers.register()
+    from opencv_backend.backend import forward_as_distributed
+
     for run in [r for r in v1_runs() if is_v1(r) and r.dtype == "float32"]:
         root = load_module_tree(run.model_path)
-        indices = module_indices(Path(run.model_path).read_bytes())
-        from contract.families import noise_modules
-
-        slots = {indices[m.lua_path]: layers.NoiseSlot(m.kind, m.first_channel, m.planes, run.noise[m.lua_path]
-                                                       .astype(F32)) for m in noise_modules(root)}
         results = []
         for fusion in (True, False):
-            with layers.FORWARD_LOCK:
-                layers.STATE.slots = slots
-                try:
-                    net = cv2.dnn.readNetFromTorch(str(run.model_path), True, False)
-                    net.enableFusion(fusion)
-                    net.setInput(run.input.astype(F32))
-                    y = net.forward()
-                    results.append(f"runs: {int(np.isnan(y).sum())} of {y.size} outputs NaN, finite rel "
-                                   f"{rel(np.nan_to_num(y), run.output):.2g}")
-                except cv2.error as error:
-                    results.append("error: " + " ".join(str(error).split())[:230])
-                finally:
-                    layers.STATE.slots = {}
+            try:
+                y = forward_as_distributed(run.model_path, run.input, run.noise, fusion=fusion)
+                results.append(f"runs: {int(np.isnan(y).sum())} of {y.size} outputs NaN, finite rel "
+                               f"{rel(np.nan_to_num(y), run.output):.2g}")
+            except cv2.error as error:
+                results.append("error: " + " ".join(str(error).split())[:230])
         sidecar = json.loads(Path(run.npz_path).with_suffix(".json").read_text())
         mine = sorted((bn.weight_offset + 1, bn.bias_offset + 1, bn.channels) for bn in aliased_batch_norms(root, 6 if
                       "starry" in run.name else 3))

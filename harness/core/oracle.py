@@ -26,16 +26,28 @@ SHARED_V1_DIR = SHARED_ORACLE_DIR / "v1"
 REAL_MODELS_DIR = SHARED_DIR / "realmodels"
 
 
-@dataclass(frozen=True)
-class OracleRun:
+class _NpzWithSidecar:
+    """A ``*.npz`` of arrays with its ``.json`` sidecar (``meta``), read lazily, named by its file."""
+
     npz_path: Path
-    model_path: Path
-    dtype: str
     meta: dict
 
     @property
     def name(self) -> str:
         return self.npz_path.stem
+
+    @cached_property
+    def arrays(self) -> dict[str, np.ndarray]:
+        with np.load(self.npz_path) as data:
+            return {key: data[key] for key in data.files}
+
+
+@dataclass(frozen=True)
+class OracleRun(_NpzWithSidecar):
+    npz_path: Path
+    model_path: Path
+    dtype: str
+    meta: dict
 
     @property
     def layout(self) -> str:
@@ -64,11 +76,6 @@ class OracleRun:
         """Traced paths whose outputs the run did not store (too large), as listed in its sidecar."""
         return tuple(self.meta.get("traces_left_out", ()))
 
-    @cached_property
-    def arrays(self) -> dict[str, np.ndarray]:
-        with np.load(self.npz_path) as data:
-            return {key: data[key] for key in data.files}
-
     @property
     def input(self) -> np.ndarray:
         return self.arrays["input"]
@@ -86,13 +93,9 @@ class OracleRun:
 
 
 @dataclass(frozen=True)
-class SingleModuleCase:
+class SingleModuleCase(_NpzWithSidecar):
     npz_path: Path
     meta: dict
-
-    @property
-    def name(self) -> str:
-        return self.npz_path.stem
 
     @property
     def torch_class(self) -> str:
@@ -105,11 +108,6 @@ class SingleModuleCase:
     @property
     def dtype(self) -> str:
         return self.meta["dtype"]
-
-    @cached_property
-    def arrays(self) -> dict[str, np.ndarray]:
-        with np.load(self.npz_path) as data:
-            return {key: data[key] for key in data.files}
 
 
 def runs_in(directory: Path) -> list[OracleRun]:
