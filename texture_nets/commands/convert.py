@@ -59,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Rebuild a Torch7 texture_nets generator and export it. The artefact is reloaded and checked "
         f"against the in-memory model before it replaces OUT. Targets: {targets}.",
     )
-    parser.add_argument("model", metavar="FILE.t7", help="Torch7 model file")
+    parser.add_argument("model", metavar="FILE.t7",
+                        help="Torch7 model file, or a known model's name (texture-nets models)")
     parser.add_argument("--to", dest="target", required=True, choices=list(EXPORTERS), help="output format")
     parser.add_argument("out", metavar="OUT", type=Path, help="where to write the artefact")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out} is a directory; give a file name for the {args.target} artefact")
     check_destination(out)  # a missing or read-only folder fails here, before the (slow) export
     require_frameworks(args.target)
+    from zoo import resolve_model
+
+    model = resolve_model(args.model)
     module_name, _, function_name = EXPORTERS[args.target][0].partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     # An exporter module may define ExportCheckError: the reloaded artefact did not reproduce the model.
     check_error = getattr(module, "ExportCheckError", ())
     try:
-        summary = exporter(args.model, partial, args.dtype)
+        summary = exporter(model, partial, args.dtype)
         os.replace(partial, out)
     except check_error as error:
         raise UserError(f"--to {args.target}: the exported artefact failed its parity check, not written: "
