@@ -99,7 +99,11 @@ def _table(sections: list[Section]) -> str:
 
 def contact_sheet(sections: list[Section]) -> bytes:
     """One PNG: a row per section (input, baseline, every backend), for the README."""
-    rows = [strip_rgb([rgb for _, rgb in panels(section)]) for section in sections]
+    shown = [panels(section) for section in sections]
+    columns = max(len(row) for row in shown)
+    # Rows line up by backend: a texture net has no input picture, so its row starts one column later.
+    blank = np.full_like(shown[0][0][1], 255)
+    rows = [strip_rgb([blank] * (columns - len(row)) + [rgb for _, rgb in row]) for row in shown]
     width = max(row.shape[1] for row in rows)
     gap = 8
     sheet = np.full((sum(row.shape[0] for row in rows) + gap * (len(rows) - 1), width, 3), 255, dtype=np.uint8)
