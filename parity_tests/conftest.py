@@ -179,6 +179,8 @@ MODULE_TIERS: dict[str, str] = {  # within a tier, modules run in this table's o
     "test_verify": "cli",
     "test_bench": "cli",
     "test_first_hour": "cli",
+    "test_real_model_cli": "cli",
+    "test_zoo": "cli",
 }
 _DEFAULT_TIER = "export"
 

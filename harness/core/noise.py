@@ -98,7 +98,12 @@ def load_noise(path: str | Path) -> dict[str, np.ndarray]:
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise NoiseError(f"{path}: no such file") from None
-    except (OSError, ValueError, EOFError) as error:
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise NoiseError(f"{path}: holds Python objects (pickled arrays), which texture-nets never loads because "
+                             "unpickling can run code; save plain numbers with np.savez") from None
+        raise NoiseError(f"{path}: not a readable .npz archive ({error})") from None
+    except (OSError, EOFError) as error:
         raise NoiseError(f"{path}: not a readable .npz archive ({error})") from None
     prefixed = {key[len("noise/"):]: value for key, value in arrays.items() if key.startswith("noise/")}
     return prefixed or {key: value for key, value in arrays.items() if not key.startswith(("trace/", "input",
