@@ -12,6 +12,12 @@ that its scope hands to the rest of the graph. The traced tensors are added as e
 outputs of a second session; ``run_module`` runs the subgraph between a module's input and
 output tensors (onnx.utils.Extractor), so the isolated view tests the artefact's own kernels.
 
+Costs (measured, docs/benchmarks.md): a module's session is built when its path is asked for and only the
+last one is kept. Keeping every one (as this backend once did) held each session's memory arena and
+intra-op threads: 1.7 GiB at 512², and destroying 186 of them took 6 s, against 0.1 s one at a time.
+Exports of a .t7 file are memoised in the process by the file's bytes and the batch-norm mode
+(``EXPORT_MEMO_SIZE``): verify and the tests load the same few models many times.
+
 Models that draw noise (the v1-era nets, docs/real-models.md) take one graph input per noise module,
 ``noise/<Lua path>`` (listed in the metadata key ``texture_nets.noise_paths``). A noise module that
 only hands its noise on (the doodle's GenNoise) has no node: its trace is that graph input.
@@ -21,8 +27,10 @@ float32 only: ONNX Runtime's CPU provider has no float64 Conv.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -39,6 +47,10 @@ ONNX_NOISE_PATHS_KEY = "texture_nets.noise_paths"
 ONNX_NOISE_PREFIX = "noise/"
 # Ops with no data input: they belong to a scope but never carry the module's value.
 _SOURCE_OPS = frozenset({"Constant", "ConstantOfShape"})
+# Exports kept per process (the serialised model, its trace paths, its input width): a v1 net's export
+# is 1-5 s and its model 0.1-2 MB, the full-width generator's 7 MB.
+EXPORT_MEMO_SIZE = 8
+_EXPORTS: OrderedDict[tuple, tuple[bytes, list[str], int | None]] = OrderedDict()
 
 
 class OnnxRuntimeBackend:
@@ -61,10 +73,18 @@ class OnnxRuntimeBackend:
 
         if not isinstance(model, T7Module) and Path(model).suffix.lower() == ".onnx":
             return OnnxRuntimeRunner(onnx.load(str(model)), None, self.num_threads, None)
+        digest = None if isinstance(model, T7Module) else _file_digest(model)
+        if digest is not None and batchnorm is not None and (digest, dtype, batchnorm) in _EXPORTS:
+            return self._memoised((digest, dtype, batchnorm))
+        from contract.families import batchnorm_mode
         from torch_impl.export import export_onnx
         from torch_impl.structure import fixed_input_width
 
         root = model if isinstance(model, T7Module) else load_module_tree(model)
+        # torch_impl builds batch norms in the family's mode when none is given: the same export.
+        key = None if digest is None else (digest, dtype, batchnorm or batchnorm_mode(root))
+        if key in _EXPORTS:
+            return self._memoised(key)
         with tempfile.TemporaryDirectory(prefix="texture-nets-onnx-") as folder:
             path = Path(folder) / "model.onnx"
             try:
@@ -72,8 +92,20 @@ class OnnxRuntimeBackend:
             except ValueError as error:  # an unknown batchnorm mode
                 raise BackendError(str(error)) from None
             proto = onnx.load(str(path))
-        set_trace_paths(proto, trace_paths(root))
-        return OnnxRuntimeRunner(proto, None, self.num_threads, fixed_input_width(root))
+        paths, width = trace_paths(root), fixed_input_width(root)
+        set_trace_paths(proto, paths)
+        if key is not None:
+            _EXPORTS[key] = (proto.SerializeToString(), paths, width)
+            while len(_EXPORTS) > EXPORT_MEMO_SIZE:
+                _EXPORTS.popitem(last=False)
+        return OnnxRuntimeRunner(proto, paths, self.num_threads, width)
+
+    def _memoised(self, key: tuple) -> OnnxRuntimeRunner:
+        import onnx
+
+        _EXPORTS.move_to_end(key)
+        blob, paths, width = _EXPORTS[key]
+        return OnnxRuntimeRunner(onnx.load_from_string(blob), paths, self.num_threads, width)
 
     def environment(self) -> dict:
         import onnx
@@ -108,7 +140,7 @@ class OnnxRuntimeRunner:
         self.trace_tensors = self._trace_tensors()
         self._session = self._make_session(proto)
         self._traced_session = None
-        self._module_sessions: dict[str, object] = {}
+        self._module_session: tuple[str, object] | None = None  # (Lua path, session): the last one only
         self._extractor = None
 
     # -- protocol ----------------------------------------------------------------------------------------------
@@ -122,10 +154,20 @@ class OnnxRuntimeRunner:
             self._traced_session = self._make_session(self._with_trace_outputs())
         names = list(dict.fromkeys(t for t in self.trace_tensors.values() if t not in feeds))
         values = dict(zip(names, self._traced_session.run(names, feeds), strict=True))
-        values.update(feeds)
+        # The output is a copy: callers keep it after the trace is gone (drift's report), and an array of the
+        # traced session pins that session's whole memory arena (the trace's 0.7 GiB at 512²) while it lives.
         output = self._session.run([self.output_name], feeds)[0] \
-            if self.output_name not in values else values[self.output_name]
-        return output, {path: np.array(values[tensor]) for path, tensor in self.trace_tensors.items()}
+            if self.output_name not in values else values[self.output_name].copy()
+        # The session's outputs are fresh arrays: handed out as they are, except the feeds (the caller's own
+        # arrays, or views of them) and a tensor already handed out under another path (a node-less module).
+        trace, handed_out = {}, set()
+        for path, tensor in self.trace_tensors.items():
+            value = values.get(tensor)
+            if value is None or id(value) in handed_out:
+                value = np.array(feeds[tensor] if value is None else value)
+            handed_out.add(id(value))
+            trace[path] = value
+        return output, trace
 
     def run_module(self, lua_path: str, x: np.ndarray, noise: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """The subgraph of the module at ``lua_path`` (a residual block path runs the whole block) on ``x``;
@@ -141,15 +183,18 @@ class OnnxRuntimeRunner:
         source = self.scope_inputs.get(lua_path)
         if source is None or source == target:  # no node of its own (TVLoss, Identity): the identity
             return x.copy()
-        if lua_path not in self._module_sessions:
+        if self._module_session is None or self._module_session[0] != lua_path:
             import onnx.shape_inference
             import onnx.utils
 
             if self._extractor is None:  # the extractor needs the intermediate tensors' types
                 self._extractor = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(self.proto))
             sub = self._extractor.extract_model([source, *noise_feeds], [target])
-            self._module_sessions[lua_path] = self._make_session(sub)
-        return self._module_sessions[lua_path].run([target], {source: x, **noise_feeds})[0]
+            # The previous module session (its threads) goes first, and the traced session too: its arena keeps
+            # the whole trace's memory (0.7 GiB at 512²) after the trace is gone; a traced forward rebuilds it.
+            self._module_session = self._traced_session = None
+            self._module_session = (lua_path, self._make_session(sub, module=True))
+        return self._module_session[1].run([target], {source: x, **noise_feeds})[0]
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def _noise_feeds(self, noise: Mapping[str, np.ndarray] | None, required: list[str]) -> dict[str, np.ndarray]:
@@ -199,12 +244,18 @@ class OnnxRuntimeRunner:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
         return model
 
-    def _make_session(self, proto):
+    def _make_session(self, proto, module: bool = False):
+        """A CPU session; ``module``: a single module's, run once or a few times, so no memory arena (it would
+        keep the layer's peak until the session goes) and no spinning threads (the harness judges between
+        runs). Neither setting changes a kernel or its arithmetic."""
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         if self.num_threads:
             options.intra_op_num_threads = self.num_threads
+        if module:
+            options.enable_cpu_mem_arena = False
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return onnxruntime.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
@@ -280,6 +331,15 @@ def _paths_from_scopes(scope_outputs: dict[str, str]) -> list[str]:
     (ConcatTable, CAddTable) appear too and node-less modules (TVLoss, Identity) are missing: load the
     .t7 (or a file this backend wrote) for exactly t7file.trace_paths."""
     return list(scope_outputs)
+
+
+def _file_digest(model: str | Path) -> str | None:
+    """The SHA-256 of the file ``model`` (what its export depends on, with the dtype and the batch-norm mode);
+    None when it cannot be read: the export reports that."""
+    try:
+        return hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _float32_nchw(x: np.ndarray, channels: int | None = None) -> np.ndarray:

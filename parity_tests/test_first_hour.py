@@ -140,6 +140,28 @@ def test_conditioning_note_quotes_the_code_and_cites_docs(flat_report):
     note = flat_report.notes[0]
     assert f"ordinary inputs stay under {G_ORDINARY:g})" in note
     assert "docs/tolerances.md" in note and "FACTS" not in note
+    assert "(instance norm)" in note, "the note names the kind of normalisation it is about"
+
+
+def test_conditioning_note_names_batch_norms_of_the_v1_nets():
+    """The v1-era nets normalise with batch norms (their ill-conditioned channels: docs/real-models.md): the
+    note must name what it is about, not call every normalisation an instance norm."""
+    from harness.core.tolerance import G_ORDINARY, LayerBudget
+    from harness.drift.analysis import _notes
+
+    def budget(path: str, torch_class: str, conditioning: float | None) -> LayerBudget:
+        return LayerBudget(path, torch_class, "float32", "accumulated", "float64", 2.8, 1.0, 4096, conditioning,
+                           1.0, 1e-5, 1e-5, True)
+
+    budgets = {("float32", "float64"): {"accumulated": {
+        "1": budget("1", "nn.SpatialConvolution", None),
+        "2": budget("2", "nn.SpatialBatchNormalization", 10 * G_ORDINARY),
+        "3": budget("3", "cudnn.SpatialBatchNormalization", 2 * G_ORDINARY),
+        "4": budget("4", "nn.SpatialBatchNormalization", G_ORDINARY / 2),  # ordinary: not counted
+    }}}
+    (note,) = _notes(budgets, [("float32", "float64")])
+    assert note.startswith("float32: 2 normalisation(s) (batch norm) see near-constant planes")
+    assert f"worst: path 2, conditioning {10 * G_ORDINARY:.3g}" in note
 
 
 def test_no_facts_citation_in_any_view(flat_report):

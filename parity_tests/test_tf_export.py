@@ -44,6 +44,7 @@ so those tests are marked slow; the johnson checkpoint tests are not.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,18 +192,20 @@ def _v1_param(family: str):
 
 @pytest.fixture(scope="module")
 def v1_exports(tmp_path_factory):
-    """family -> (tmp folder with savedmodel/, checkpoint/, model.tflite), exported once per module."""
-    made: dict[str, object] = {}
+    """(family, artefact) -> its path: "savedmodel", "checkpoint" or "model.tflite", each exported once per module
+    and only when a test asks for it (the graph test needs no TF Lite file: its conversion is 5-15 s)."""
+    folders: dict[str, Path] = {}
+    made: set[Path] = set()
+    exporters = {"savedmodel": export_savedmodel, "checkpoint": export_checkpoint, "model.tflite": export_tflite}
 
-    def get(family: str):
-        if family not in made:
-            tmp = tmp_path_factory.mktemp(family)
-            model = REAL_MODELS_DIR / V1_FILES[family]
-            export_savedmodel(model, tmp / "savedmodel")
-            export_checkpoint(model, tmp / "checkpoint")
-            export_tflite(model, tmp / "model.tflite")
-            made[family] = tmp
-        return made[family]
+    def get(family: str, artefact: str) -> Path:
+        if family not in folders:
+            folders[family] = tmp_path_factory.mktemp(family)
+        path = folders[family] / artefact
+        if path not in made:
+            exporters[artefact](REAL_MODELS_DIR / V1_FILES[family], path)
+            made.add(path)
+        return path
 
     return get
 
@@ -217,7 +220,6 @@ def _v1_inputs(family: str, dtype: str) -> tuple[np.ndarray, dict[str, np.ndarra
 @pytest.mark.slow
 @pytest.mark.parametrize("family", [_v1_param(family) for family in V1_FILES])
 def test_v1_exports_equal_the_t7_graph(v1_exports, family: str) -> None:
-    tmp = v1_exports(family)
     model = REAL_MODELS_DIR / V1_FILES[family]
     expected_paths = trace_paths(load_root(model))
     for dtype in ("float32", "float64"):
@@ -226,7 +228,7 @@ def test_v1_exports_equal_the_t7_graph(v1_exports, family: str) -> None:
         assert expected.shape == (V1_SHAPE[0], 3, *V1_SHAPE[1:])
         kinds = ("savedmodel", "checkpoint") if dtype == "float32" else ("savedmodel",)
         for kind in kinds:
-            runner = TFBackend().load(tmp / kind, dtype)
+            runner = TFBackend().load(v1_exports(family, kind), dtype)
             if kind == "savedmodel":
                 assert isinstance(runner, SavedModelRunner)
             output, trace = runner.forward(x, trace=True, noise=noise)
@@ -247,7 +249,7 @@ def test_v1_tflite_against_the_oracle(v1_exports, family: str) -> None:
     runs = [run for run in v1_runs() if run.dtype == "float32" and run.model_path.name == V1_FILES[family]]
     if not runs:
         pytest.skip("no ../shared/oracle/v1 run of this file")
-    runner = TFLiteBackend().load(v1_exports(family) / "model.tflite", "float32")
+    runner = TFLiteBackend().load(v1_exports(family, "model.tflite"), "float32")
     assert runner.batchnorm == ("evaluate" if family == "doodle" else "train")
     for run in runs:
         output, trace = runner.forward(run.input, trace=True, noise=run.noise)
@@ -261,7 +263,7 @@ def test_v1_tflite_against_the_oracle(v1_exports, family: str) -> None:
                          where=f"{run.name} {'output' if path == 'output' else f'Lua path {path}'}")
     other = "train" if family == "doodle" else "evaluate"
     with pytest.raises(BackendError, match=f"converted with its batch norms in .* mode.*for {other} mode"):
-        TFLiteBackend().load(v1_exports(family) / "model.tflite", "float32", batchnorm=other)
+        TFLiteBackend().load(v1_exports(family, "model.tflite"), "float32", batchnorm=other)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ this module; it imports none of them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
@@ -69,7 +69,32 @@ def nchw_to_nhwc(x: np.ndarray, dtype: str, planes: int | None = 3) -> np.ndarra
 
 
 def nhwc_to_nchw(y) -> np.ndarray:
+    """A contiguous N x C x H x W copy of an NHWC value (outputs and single-module runs)."""
     return np.ascontiguousarray(np.asarray(y).transpose(0, 3, 1, 2))
+
+
+def trace_to_nchw(values: Mapping[str, object], paths: Iterable[str],
+                  owned: Iterable[np.ndarray] = ()) -> dict[str, np.ndarray]:
+    """The traced NHWC values at ``paths`` (those present) as N x C x H x W **views**, in ``paths``' order.
+
+    No copy: a trace hands out every layer of the run, and the contiguous copies cost as much as the traced
+    forward itself (512², full-width generator: traced/untraced 1.9-2.3 with copies; docs/benchmarks.md).
+    A value is copied only when its memory is shared with one handed out under an earlier path or with an
+    array in ``owned`` (the caller's input and noise): TensorFlow forwards an identity's buffer (TVLoss, a
+    noise module handing its noise on), and trace entries must not alias one another or the caller's arrays,
+    as Torch7's own trace entries (separate tensors) do not.
+    """
+    taken = [np.asarray(array) for array in owned]
+    arrays: dict[str, np.ndarray] = {}
+    for path in paths:
+        if path not in values:
+            continue
+        view = np.asarray(values[path]).transpose(0, 3, 1, 2)
+        if any(np.may_share_memory(view, other) for other in taken):
+            view = view.copy()  # C order
+        taken.append(view)
+        arrays[path] = view
+    return arrays
 
 
 def noise_inputs(spec: LayerSpec, input_shape: tuple[int, ...], noise: Mapping[str, np.ndarray] | None,
@@ -126,8 +151,8 @@ class TFRunner:
             results = self.generator.function(self.dtype, trace=True)(x_nhwc, noise_nhwc)
         except tf.errors.InvalidArgumentError as error:
             raise tf_error(error) from None
-        return nhwc_to_nchw(results["output"]), {path: nhwc_to_nchw(results[path])
-                                                 for path in self.generator.trace_path_list}
+        return nhwc_to_nchw(results["output"]), trace_to_nchw(results, self.generator.trace_path_list,
+                                                              (x, *(noise or {}).values()))
 
     def run_module(self, lua_path: str, x: np.ndarray, noise: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
         """One module (a container's path runs the whole container), eagerly, NCHW in and out."""

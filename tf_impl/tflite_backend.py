@@ -25,11 +25,13 @@ uses the XNNPACK delegate.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from tf_impl.runner import (
     noise_inputs,
     resolve_batchnorm,
     tf_environment,
+    trace_to_nchw,
 )
 from tf_impl.weights import SUPPORTED_CLASSES, LayerSpec, architecture_from_json, load_root
 
@@ -54,6 +57,12 @@ OUTPUT_SIGNATURES = ("output", "serving_default")
 TRACE_SIGNATURES = ("trace", "trace_float32")
 METADATA_NAME = "texture_nets"
 METADATA_FORMAT = "texture-nets tflite"
+# Conversions of .t7 files kept per process, keyed by the file's bytes and the batch-norm mode built in: a
+# conversion takes 5-15 s (v1 nets 15-40 s on busy cores), and the suite, verify and the demo convert the same
+# few files again and again. Each entry: the converted flatbuffer before its metadata, the metadata, and the
+# finished flatbuffer per source path (the metadata names the file it came from).
+CONVERSION_MEMO_SIZE = 8
+_CONVERSIONS: OrderedDict[tuple[str, str], tuple[bytes, dict, dict[str, bytes]]] = OrderedDict()
 
 
 def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = None) -> bytes:
@@ -84,8 +93,16 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
     # TFLite has no float64 reductions: normalisation statistics stay float32 (its measured drift
     # is larger than the tf backend's for that reason; see docs/tolerances.md).
     root = load_root(model)
-    generator = build_generator(root, "float32", ops=FaithfulOps(double_statistics=False),
-                                batchnorm=resolve_batchnorm(root, batchnorm))
+    mode = resolve_batchnorm(root, batchnorm)
+    key = None if isinstance(model, T7Module) else (hashlib.sha256(Path(model).read_bytes()).hexdigest(), mode)
+    if key in _CONVERSIONS:
+        _CONVERSIONS.move_to_end(key)
+        raw, metadata, finished = _CONVERSIONS[key]
+        source = str(model)
+        if source not in finished:
+            finished[source] = with_metadata(raw, {**metadata, "source": source})
+        return finished[source]
+    generator = build_generator(root, "float32", ops=FaithfulOps(double_statistics=False), batchnorm=mode)
     with tempfile.TemporaryDirectory(prefix="texture_nets_tflite_") as tmp:
         tf.saved_model.save(generator, tmp, signatures={"output": generator.output_float32,
                                                         "trace": generator.trace_float32})
@@ -97,7 +114,13 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
             raise BackendError(f"TF Lite's converter cannot convert this model: {detail[-240:]}") from None
     from tf_impl.savedmodel import export_metadata
 
-    return with_metadata(blob, _metadata(export_metadata(generator, model, METADATA_FORMAT)))
+    metadata = _metadata(export_metadata(generator, model, METADATA_FORMAT))
+    finished = with_metadata(blob, metadata)
+    if key is not None:
+        _CONVERSIONS[key] = (blob, metadata, {str(model): finished})
+        while len(_CONVERSIONS) > CONVERSION_MEMO_SIZE:
+            _CONVERSIONS.popitem(last=False)
+    return finished
 
 
 def _metadata(export: dict) -> dict:
@@ -231,7 +254,7 @@ class TFLiteRunner:
         results = self._call(self._trace_name, feed)
         output = nhwc_to_nchw(results.pop("output"))
         order = self.trace_paths if self.trace_paths else sorted(results, key=execution_order)
-        return output, {path: nhwc_to_nchw(results[path]) for path in order if path in results}
+        return output, trace_to_nchw(results, order, (x, *(noise or {}).values()))  # views, as the tf backend's
 
 
 class TFLiteBackend:

@@ -336,6 +336,10 @@ class DriftReport:
     created: str
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     schema_version: str = SCHEMA_VERSION
+    # The baseline's float64 trace by Lua path, kept only when run_drift was asked to (``keep_baseline``): a
+    # caller that needs the same exact values (verify's rounding reference) takes them instead of running the
+    # baseline again. Not serialised; set it to None when done (at 512² it is 1.3 GiB).
+    baseline_trace: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -428,7 +432,7 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
               baseline: str = DEFAULT_BASELINE, dtype: str = "float32", tree: T7Module | None = None,
               input_source: str = "array", progress: Progress | None = None,
               noise: dict[str, np.ndarray] | None = None, seed: int | None = None,
-              batchnorm: str | None = None) -> DriftReport:
+              batchnorm: str | None = None, keep_baseline: bool = False) -> DriftReport:
     """Compare every backend in ``backends`` with ``baseline`` on input ``x``: the tensor the model's
     forward receives (N x C x H x W; contract.families.image_to_input makes it from a picture).
 
@@ -436,8 +440,9 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     names the layers (default: ``model`` read as a .t7), needed when ``model`` is another
     artefact. Models that draw noise get ``noise`` (checked against the model) or the noise
     Torch7's generator draws after ``torch.manualSeed(seed)``: the same arrays for every backend.
-    ``batchnorm`` is the batch-norm mode (default: the family's). Raises BackendError for unknown
-    backends or unsupported dtypes.
+    ``batchnorm`` is the batch-norm mode (default: the family's). ``keep_baseline``: keep the baseline's
+    trace in the report (``DriftReport.baseline_trace``; its output is always in ``arrays``). Raises
+    BackendError for unknown backends or unsupported dtypes.
     """
     say = progress or (lambda message: None)
     root = tree if tree is not None else (model if isinstance(model, T7Module) else load_module_tree(model))
@@ -505,9 +510,9 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
                "noise": _noise_info(noise, seed, injected=noise_given)},
         baseline={"spec": base_spec.text, "backend": base_spec.backend, "dtype": base_spec.dtype,
                   "label": base_spec.label, "output_shape": list(base_output.shape)},
-        layers=layers, backends=results, notes=_notes(budgets, [keys[spec.text] for spec in specs], layers),
+        layers=layers, backends=results, notes=_notes(budgets, [keys[spec.text] for spec in specs]),
         environment=environment, created=datetime.now(UTC).isoformat(timespec="seconds"),
-        arrays={"input": x, "baseline_output": base_output},
+        arrays={"input": x, "baseline_output": base_output}, baseline_trace=base_trace if keep_baseline else None,
     )
 
 
@@ -774,25 +779,31 @@ def _model_info(model, root: T7Module) -> dict[str, Any]:
             "family": detect_family(root).name, "modules": sum(1 for _ in root.walk()) - 1}
 
 
-def _notes(budgets, keys: list[tuple[str, str]], layers: list[LayerInfo]) -> list[str]:
-    """Explanations that apply to the whole run (ill-conditioned instance norms on flat inputs)."""
+def _notes(budgets, keys: list[tuple[str, str]]) -> list[str]:
+    """Explanations that apply to the whole run (ill-conditioned normalisations: flat inputs, near-constant
+    channels of the v1-era nets' batch norms)."""
     notes = []
     for key in sorted(set(keys)):
-        dtype = key[0] if key[1] == "float64" else f"{key[0]} (IN statistics in {key[1]})"
+        dtype = key[0] if key[1] == "float64" else f"{key[0]} (normalisation statistics in {key[1]})"
         conditioned = list(iter_conditioned(budgets[key]["accumulated"]))
         if conditioned:
             worst = max(conditioned, key=lambda b: b.conditioning or 0.0)
             undetermined = [b.lua_path for b in budgets[key]["accumulated"].values() if not b.determined]
-            note = (f"{dtype}: {len(conditioned)} instance norm(s) see near-constant planes (worst: path "
-                    f"{worst.lua_path}, conditioning {worst.conditioning:.3g}; ordinary inputs stay under "
-                    f"{G_ORDINARY:g}): rounding noise entering them is amplified up to 1/sqrt(eps) ~ 316x, so "
-                    "tolerances there and downstream are widened by exactly that amplification "
-                    "(docs/tolerances.md, instance norm and flat inputs).")
+            kinds = sorted({_NORMALISATION_NAMES.get(b.torch_class, "normalisation") for b in conditioned})
+            note = (f"{dtype}: {len(conditioned)} normalisation(s) ({', '.join(kinds)}) see near-constant planes "
+                    f"(worst: path {worst.lua_path}, conditioning {worst.conditioning:.3g}; ordinary inputs stay "
+                    f"under {G_ORDINARY:g}): rounding noise entering them is amplified by up to |gamma|/sqrt(eps) "
+                    "(316x for gamma 1, eps 1e-5), so tolerances there and downstream are widened by exactly that "
+                    "amplification (docs/tolerances.md, instance norm and flat inputs).")
             if undetermined:
                 note += (f" {len(undetermined)} layer(s) are not determined by their input in {dtype} "
                          f"(first: {undetermined[0]}): only shape and finiteness are checked there.")
             notes.append(note)
     return notes
+
+
+_NORMALISATION_NAMES = {"nn.InstanceNormalization": "instance norm", "nn.SpatialBatchNormalization": "batch norm",
+                        "cudnn.SpatialBatchNormalization": "batch norm"}
 
 
 def run_one_module(run_module, lua_path: str, x: np.ndarray, noise: dict[str, np.ndarray]) -> np.ndarray:

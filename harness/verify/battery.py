@@ -17,12 +17,17 @@ files are on this machine (``zoo``; no download during a verification).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from harness.core.oracle import OracleRun, runs_in
+
+# Parsed module trees kept per process: a battery reads the same few files once per case and several times
+# within one (the full battery parsed them 88 times, 12.5 s of 72; docs/benchmarks.md).
+TREE_CACHE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,27 @@ class Skipped:
     reason: str
 
 
+def module_tree(path: str | Path):
+    """``t7file.load_module_tree(path)``, parsed once per file version (path, size and modification time).
+
+    The tree is shared: callers read it and never change it (as every user of a T7Module does)."""
+    try:
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+    except OSError:  # not cached: the reader says what is wrong, as it always did
+        from t7file import load_module_tree
+
+        return load_module_tree(path)
+    return _parsed_tree(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=TREE_CACHE_SIZE)
+def _parsed_tree(path: str, size: int, mtime_ns: int):
+    from t7file import load_module_tree
+
+    return load_module_tree(path)
+
+
 def torch7_cases(folders: list[Path]) -> list[Case]:
     """Every Torch7 forward run in ``folders`` (missing folders are skipped)."""
     cases = []
@@ -69,7 +95,6 @@ def reference_cases(photo: np.ndarray, default_model: Path, head_model: Path) ->
     """The cases Torch7 runs do not cover, judged by the float64 reference. ``photo``: 1 x 3 x H x W RGB."""
     from contract.families import image_to_input
     from fileio.errors import UserError
-    from t7file import load_module_tree
     from zoo import resolve_model
 
     def crop(h: int, w: int) -> np.ndarray:
@@ -100,7 +125,7 @@ def reference_cases(photo: np.ndarray, default_model: Path, head_model: Path) ->
             continue
         from contract.families import detect_family
 
-        family = detect_family(load_module_tree(path))
+        family = detect_family(module_tree(path))
         x = doodle_mask_input(path, 64, 64) if make is None else make(family)
         cases.append(Case(f"{name}, {what}", path, x, seed=1 if "seed 1" in what else 0, family=family.name,
                           description=f"real model ({family.title})"))

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.verify.battery import Case, Skipped
+from harness.verify.battery import Case, Skipped, module_tree
 
 SCHEMA_VERSION = "1.0"
 Progress = Callable[[str], None]
@@ -131,8 +131,11 @@ def _verify_case(backend, backend_name: str, case: Case) -> CaseResult:
     if case.dtype not in backend.dtypes:
         return CaseResult(case, "not tested", f"the port runs {', '.join(backend.dtypes)}, not {case.dtype}")
     try:
+        # The parsed tree is shared by the cases of one model; the baseline's trace is kept for _measure, which
+        # needs the same float64 run on the same input and noise.
         report = run_drift(case.model, case.x, [f"{backend_name}-{case.dtype}"], dtype=case.dtype, noise=case.noise,
-                           seed=case.seed, batchnorm=case.batchnorm, input_source=case.name)
+                           seed=case.seed, batchnorm=case.batchnorm, input_source=case.name,
+                           tree=module_tree(case.model), keep_baseline=True)
     except (BackendError, T7Error, ValueError) as error:
         return CaseResult(case, "not tested", _one_line(error), seconds=time.perf_counter() - started)
     drift = report.backends[0]
@@ -143,7 +146,10 @@ def _verify_case(backend, backend_name: str, case: Case) -> CaseResult:
         return CaseResult(case, "not tested", f"the port failed to run it: {drift.output.error}", report,
                           seconds=time.perf_counter() - started)
     result = CaseResult(case, "agree" if drift.passed else "drift", report=report)
-    _measure(result, drift)
+    try:
+        _measure(result, drift)
+    finally:
+        report.baseline_trace = None  # the card keeps every case's report: not its float64 trace
     result.seconds = time.perf_counter() - started
     return result
 
@@ -151,7 +157,7 @@ def _verify_case(backend, backend_name: str, case: Case) -> CaseResult:
 def _measure(result: CaseResult, drift) -> None:
     """The rounding reference per path and at the output, and the port's distance from Torch7 itself."""
     case, report = result.case, result.report
-    base_output, base_trace, rounding_output, rounding_trace = _rounding_reference(case)
+    base_output, base_trace, rounding_output, rounding_trace = _rounding_reference(case, report)
     result.rounding_source = ("float32 Torch7 (measured: its run against the float64 reference)"
                               if case.truth is not None else
                               "float32 reference (a stand-in for float32 Torch7's rounding: no Torch7 run here)")
@@ -174,25 +180,28 @@ def _measure(result: CaseResult, drift) -> None:
         result.output["vs_torch7_max_rel"] = _rel(drift.arrays["output"], case.truth.output)
 
 
-def _rounding_reference(case: Case):
-    """(float64 output, float64 trace, rounding output, rounding trace) on the case's input and noise."""
+def _rounding_reference(case: Case, report):
+    """(float64 output, float64 trace, rounding output, rounding trace) on the case's input and noise.
+
+    The float64 run is drift's baseline (``report``, run with ``keep_baseline``): the float64 reference on the
+    case's input and noise rounded to the case's dtype, in the case's batch-norm mode, which is this exact run.
+    """
     from contract.families import batchnorm_mode
     from harness.core.noise import noise_for_run
     from harness.core.registry import get_backend
     from harness.core.runs import forward, load_runner
-    from t7file import load_module_tree
 
-    root = load_module_tree(case.model)
+    base_output, base_trace = report.arrays["baseline_output"], report.baseline_trace
+    if base_trace is None:
+        raise ValueError("the drift report does not keep its baseline trace (run_drift(..., keep_baseline=True))")
+    if case.truth is not None:
+        return base_output, base_trace, case.truth.output, case.truth.trace
+    root = module_tree(case.model)
     mode = case.batchnorm or batchnorm_mode(root)
     # The numbers every run of the case saw: the input and noise rounded to the case's dtype (as drift does).
     x = np.asarray(case.x, dtype=np.float64).astype(case.dtype).astype(np.float64)
     noise = noise_for_run(root, x.shape, seed=case.seed, noise=case.noise, dtype=case.dtype)
-    judge = get_backend("reference")  # the float64 reference, through the registry like every backend
-    exact = load_runner(judge, root, "float64", batchnorm=mode)
-    base_output, base_trace = forward(exact, x, trace=True, noise={k: v.astype(np.float64) for k, v in noise.items()})
-    if case.truth is not None:
-        return base_output, base_trace, case.truth.output, case.truth.trace
-    float32 = load_runner(judge, root, "float32", batchnorm=mode)
+    float32 = load_runner(get_backend("reference"), root, "float32", batchnorm=mode)
     output, trace = forward(float32, x.astype(np.float32), trace=True,
                             noise={k: v.astype(np.float32) for k, v in noise.items()})
     return base_output, base_trace, output, trace
