@@ -284,3 +284,58 @@ def test_torch7_float32_on_the_ill_conditioned_style_net_is_bounded_honestly():
     assert measured <= out.error_bound <= 10 * measured, (measured, out.error_bound)
     for path, expected in run.trace.items():
         assert np.max(np.abs(expected - trace[path])) <= found[path].error_bound, path
+
+
+def test_float32_statistics_of_repeated_values_grow_like_their_multiplicities():
+    """A photo's planes repeat their 8-bit levels, and equal terms round alike when added to the same partial sum:
+    a sequential float32 sum of them leaves u*sqrt(n) behind (TF Lite's statistics at 512², docs/tolerances.md
+    "Larger sizes"). The growth is sqrt(sum_j n_j^2) over the multiplicities; distinct values keep sqrt(n)."""
+    u, n = 2.0**-24, 512 * 512
+    rng = np.random.default_rng(0)
+    levels = (rng.integers(100, 200, n) / 255).astype(np.float32)
+    distinct = rng.random(n).astype(np.float32)
+
+    def measured(values: np.ndarray) -> float:  # |sequential float32 sum - exact| in units of u * the sum
+        exact = float(np.sum(values.astype(np.float64)))
+        return abs(float(np.cumsum(values, dtype=np.float32)[-1]) - exact) / (u * exact)
+
+    def growth(values: np.ndarray) -> float:
+        module = load_module_tree(MODELS["pretrained"]).find("4")  # an instance norm: per (sample, channel)
+        return float(tolerance.statistics_growth(module, values.reshape(1, 1, 512, 512), "float32", u, n, u)[0])
+
+    assert measured(levels) > 2 * math.sqrt(n), "the repeated levels must exceed the random-rounding growth"
+    assert measured(levels) < growth(levels) < n
+    assert measured(distinct) < growth(distinct) == pytest.approx(math.sqrt(n), rel=0.01)
+    # Double statistics (Torch7's): the term is negligible whatever the growth, so it is not computed.
+    module = load_module_tree(MODELS["pretrained"]).find("4")
+    assert tolerance.statistics_growth(module, levels.reshape(1, 1, 512, 512), "float32", 2.0**-53, n, u)[0] \
+        == math.sqrt(n)
+
+
+def test_one_by_one_convolutions_carry_more_than_the_quadrature_mix(budgets):
+    """The v1 nets' 1x1 convolutions mix the channels of one pixel, whose errors are not independent: their carried
+    part grows by MIX_1X1_GROWTH (measured, docs/tolerances.md "Larger sizes"); the johnson generators have none."""
+    from unittest import mock
+
+    from contract.families import detect_family, image_to_input
+    from harness.core.noise import draw_noise
+    from harness.core.registry import get_backend
+    from zoo import resolve_model
+
+    root = load_module_tree(resolve_model("starry", download=False))
+    x = image_to_input(input_array("photo 64x64"), detect_family(root)).astype(np.float32).astype(np.float64)
+    noise = draw_noise(root, x.shape, 0, "float32")
+    judge = load_runner(get_backend("reference"), root, "float64", root=root)
+    trace = forward(judge, x, trace=True, noise={p: a.astype(np.float64) for p, a in noise.items()})[1]
+    grown = tolerance.layer_budgets(root, x, trace, "float32")
+    with mock.patch.object(tolerance, "MIX_1X1_GROWTH", 1.0):
+        plain = tolerance.layer_budgets(root, x, trace, "float32")
+    one_by_one = [m.lua_path for m in root.walk() if m.torch_class == "nn.SpatialConvolution"
+                  and m.integer("kH") * m.integer("kW") == 1]
+    assert one_by_one and "8.2" in one_by_one
+    assert grown["8.2"].error_bound > 1.05 * plain["8.2"].error_bound
+    for path in one_by_one:
+        assert grown[path].error_bound <= tolerance.MIX_1X1_GROWTH * plain[path].error_bound * (1 + 1e-9)
+    johnson = budgets("pretrained", "photo 64x64")
+    with mock.patch.object(tolerance, "MIX_1X1_GROWTH", 1.0):
+        assert budgets("pretrained", "photo 64x64") == johnson

@@ -25,6 +25,9 @@ inputs and the very same noise).
    TF32 / bfloat16.
 6. table: output bound / measured output error per backend and case, for the model at git
    revision --before and for the current one.
+7. sizes (opt-in, 45-60 min on 2 cores): held out at the sizes users run, 128² to 512²: the eleven real
+   models on the bundled photo (and a random picture at 256²; four of them at 512²) and the johnson fit
+   generators on the photo (and random at 256²), every runner including Torch7's order.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from t7file import load_module_tree, trace_paths  # noqa: E402
 # transfers): the revision the before/after table compares with.
 BEFORE = "ed6be686fc2bb878fe459bc6119cdade0bbb3486"
 SECTIONS = ("conditioning", "fit", "validation", "v1", "shortcuts", "table")
+# Opt-in (45-60 min on 2 cores): the held-out cases at the sizes users run, 128² to 512².
+EXTRA_SECTIONS = ("sizes",)
 U32 = 2.0**-24
 
 
@@ -550,6 +555,98 @@ def v1(cases: list[Case], backends: dict) -> float:
     return overall
 
 
+REAL_MODEL_NAMES = ("starry", "mosaic", "pleades", "turner", "pebble", "bricks", "pixelcity", "red-peppers",
+                    "demos-starry", "pollock", "doodle-starry-night")
+SIZES_REAL = {128: REAL_MODEL_NAMES, 256: REAL_MODEL_NAMES, 512: ("starry", "mosaic", "pleades", "pebble")}
+SIZES_JOHNSON = (128, 256, 512)
+
+
+def size_cases(quick: bool):
+    """(label, factory) of the held-out cases at 128²-512²: the eleven real models on the bundled photo (and on a
+    random picture at 256²), the four johnson generators of the fit on the photo (and random at 256²). Each
+    factory builds its Case when called: a 512² trace is 1-2 GiB."""
+    from contract.families import batchnorm_mode, detect_family, image_to_input, mask_to_input
+    from fileio.images import load_image
+    from fixtures import DEFAULT_IMAGE
+    from harness.core.noise import draw_noise
+    from zoo import resolve_model
+
+    def picture(n: int, kind: str) -> np.ndarray:
+        if kind == "random":
+            return np.random.default_rng(7).random((1, 3, n, n))
+        image = load_image(DEFAULT_IMAGE, n)
+        return image[None] if image.ndim == 3 else image
+
+    def real(name: str, n: int, kind: str):
+        def make() -> Case:
+            root = load_module_tree(resolve_model(name, download=False))
+            family = detect_family(root)
+            image = picture(n, kind)
+            seed = 0 if kind == "photo" else 1
+            if family.kind == "texture":
+                x = np.zeros((image.shape[0], 3, n, n))
+            elif family.name == "doodle":
+                x = mask_to_input(image, 4, DOODLE_PALETTE)[0]
+            else:
+                x = image_to_input(image, family)
+            x = f32(x)
+            return Case(f"{name} {kind} {n}x{n}", root, x, draw_noise(root, x.shape, seed, "float32"),
+                        batchnorm_mode(root, family))
+        return make
+
+    def johnson(label: str, root, n: int, kind: str):
+        return lambda: Case(f"johnson {label} {kind} {n}x{n}", root, f32(picture(n, kind)))
+
+    cases = []
+    for n, names in SIZES_REAL.items():
+        if quick and n > 128:
+            continue
+        for name in names[:2] if quick else names:
+            try:
+                resolve_model(name, download=False)
+            except Exception as error:  # not on this machine: say so in the table
+                print(f"# skipping {name}: {error}")
+                continue
+            cases.append((f"{name} photo {n}", real(name, n, "photo")))
+            if n == 256:
+                cases.append((f"{name} random {n}", real(name, n, "random")))
+    for label, root in johnson_models(quick).items():
+        for n in SIZES_JOHNSON[:1] if quick else SIZES_JOHNSON:
+            cases.append((f"johnson {label} photo {n}", johnson(label, root, n, "photo")))
+            if n == 256:
+                cases.append((f"johnson {label} random {n}", johnson(label, root, n, "random")))
+    return cases
+
+
+def sizes(cases, backends: dict) -> float:
+    """Held out at the sizes users run: every runner, accumulated view, worst measured/allowed per case."""
+    print("## 7. Larger sizes (held out): 128² to 512², accumulated, float32\n")
+    print("| case | runner | worst ratio | at path | output rel. error | output rtol allowed | allowed / measured |")
+    print("|---|---|---|---|---|---|---|")
+    runners = dict(backends)
+    runners["torch7-order"] = torch7_order()
+    overall = 0.0
+    for _, make in cases:
+        case = make()
+        for name, runner in runners.items():
+            try:
+                _, measured = case.run(runner, "float32")
+            except (BackendError, NotImplementedError, KeyError, ValueError) as error:
+                print(f"| {case.name} | {name} | not run: {type(error).__name__}: {str(error)[:80]} | | | | |")
+                continue
+            budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
+            r, path = worst(measured, case, budgets)
+            overall = max(overall, r)
+            last = tolerance.output_budget(case.root, budgets)
+            out = rel(measured[last.lua_path], case.trace[last.lua_path])
+            print(f"| {case.name} | {name} | {r:.3f} | {path} | {out:.2e} | {last.rtol:.2e} | "
+                  f"{last.rtol / out if out else np.inf:.1f} |", flush=True)
+            del measured
+        del case
+    print(f"\nworst ratio at larger sizes = {overall:.3f} (must be <= 1)\n")
+    return overall
+
+
 def shortcuts(suite_cases: list[Case], before) -> None:
     print("## 5. Precision shortcuts, judged with the strict model (instance-norm statistics in double)\n")
     print("| shortcut | case | view | worst measured/allowed, before | after | caught before | caught after |")
@@ -595,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", default="reference,torch,tf,tflite,onnx")
     parser.add_argument("--quick", action="store_true", help="narrow models, one v1 model per family, fewer draws")
-    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS + EXTRA_SECTIONS)} (default: all but "
+                             f"{', '.join(EXTRA_SECTIONS)})")
     parser.add_argument("--before", default=BEFORE, help="git revision of the model the table compares with")
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
@@ -637,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
                   for run in v1_runs() if run.dtype == "float32"]
         full = [Case(f"{model} photo 64x64", root, f32(photo(4))) for model, root in models.items() if "full" in model]
         table(suite + full + oracle, backends, before)
+    if "sizes" in sections:
+        failed |= sizes(size_cases(args.quick), backends) > 1.0
     print(f"(measured in {time.time() - started:.0f} s)")
     return 1 if failed else 0
 

@@ -23,6 +23,9 @@ errors in quadrature.
   quadrature, each weighted by how much it feeds output o: ``rho_mix_o^2 = sum_c (a_oc rho_c)^2 /
   sum_c a_oc^2`` with ``a_oc = |w_oc|_2 * r_c``. ``sqrt(K)`` is the growth of a sequential float32
   sum (Torch7's order; the worst faithful order measured: TF's grows like K^0.55, BLAS like K^0.1-0.3).
+  A **1x1 convolution** mixes the channels of one pixel, whose errors share their upstream and are not
+  independent: its carried part is taken against each input plane's own scale and multiplied by
+  ``MIX_1X1_GROWTH`` (measured at 128²-512² on the v1-era nets).
 * **Average pooling** (n = kH*kW terms summed in the element type, then divided, Torch7's
   order): ``hypot(rho_c S_c, C u n^0.75 S_c)``: the terms of an image are all positive and their
   partial sums' roundings do not cancel (measured up to 0.18 u n on the photo, 2.7 u sqrt(n)).
@@ -38,16 +41,19 @@ errors in quadrature.
   normalisation rounds values up to ``|x - mean| gain <= 2 g_c S_c``, and the output), plus
   ``C u_stats sqrt(n) g_c S_c`` for the statistics, sums of n terms in an accumulator of unit
   roundoff ``u_stats``: double in Torch7 (THNN's accreal, also for FloatTensors), float32 for a
-  backend whose ``instance_norm_statistics`` is "float32" (TF Lite); ``n^0.75`` instead of
-  ``sqrt(n)`` on an ill-conditioned plane, whose terms are all alike. The bound recorded at the norm
+  backend whose ``instance_norm_statistics`` is "float32" (TF Lite); ``sqrt(sum_j n_j^2)`` over the
+  multiplicities of equal values instead of ``sqrt(n)`` where that term can matter (a photo's repeated
+  8-bit levels round alike: statistics_growth), at least ``n^0.75`` on an ill-conditioned plane, whose
+  terms are all alike. The bound recorded at the norm
   itself charges the full ``g_c`` (its measured single-layer transfer); what is passed on is
   renormalised by the next convolution, except after an instance norm of mostly flat planes (a flat
   image: the error is then one perturbation of every plane, and later norms pass on ``g_c^1.5``).
   A train-mode batch norm over one value per channel (a 1x1 coarsest level of a batch of one)
   outputs beta exactly.
 * **Batch norm in evaluate mode** (running statistics): a fixed affine map, ``rho_c * max|x_c|
-  gain_c`` carried, its own rounding as above, no statistics term. The mode is read off the
-  reference trace (whichever mode reproduces it), or given (``batchnorm=``).
+  gain_c`` carried, lifted halfway (geometric mean) towards the absolute bound ``e_c * gain_c``;
+  its own rounding as above, no statistics term. The mode is read off the reference trace
+  (whichever mode reproduces it), or given (``batchnorm=``).
 * **ReLU / LeakyReLU**: the absolute error is kept, except that a plane which stays below
   ``-e_c`` is scaled by ``negval`` (ReLU: 0); the relative error the next layer sees is taken
   against ``sqrt(r_c * S_c)``, between the scale before and after the activation
@@ -104,6 +110,12 @@ FLAT_TRANSFER = 1.5  # the same after an instance norm of mostly flat planes (me
 ACTIVATION_BLEND = 0.5  # an activation's relative error is taken against r^(1-b) * S_out^b
 TERMS_FLOOR = 0.5  # a convolution's scale A_o: max(S_o, 0.5 * sqrt(sum_c (|w_oc|_2 max|x_c|)^2))
 POOL_EXPONENT = 0.75  # growth of a sequential sum of n same-sign terms (pooling an image; a plane's statistics)
+# A 1x1 convolution mixes the channels of one pixel, and their errors share their upstream: the quadrature mix
+# (independent errors) underestimates what it carries. Measured on the v1-era nets' 1x1 convolutions at 128²-512²
+# (docs/tolerances.md, "Larger sizes"): up to 1.29x (starry, final 1x1 conv, 512², Torch7's order); the carried
+# part is multiplied by this and taken against each input plane's own scale. Kernels of 3x3 and more sum over
+# neighbouring pixels too and stay within the quadrature mix (johnson generators: no change).
+MIX_1X1_GROWTH = 1.3
 UNDETERMINED_RTOL = 0.5
 
 COPY_CLASSES = frozenset({"nn.SpatialReplicationPadding", "nn.ReLU", "cudnn.ReLU", "nn.Identity", "nn.TVLoss",
@@ -356,6 +368,39 @@ def tap_norms(module: T7Module) -> np.ndarray:
 _SCALES: dict[int, tuple[weakref.ref, object]] = {}
 
 
+def statistics_growth(module: T7Module, x: np.ndarray, dtype: str, u_stats: float, count: int, u: float
+                      ) -> np.ndarray:
+    """Per channel of a normalisation's input ``x``: how the rounding of a sequential sum of its ``count``
+    statistics terms grows, in units of ``u_stats`` times the sum. Random roundings grow like sqrt(count); terms
+    that are equal in the run dtype round alike when added to the same partial sum, so a plane whose values
+    repeat (a photo's 8-bit levels, a padded border) grows like sqrt(sum_j n_j^2) over the multiplicities n_j
+    of its distinct values: sqrt(count) when all differ, count when all are alike (measured: TF Lite's float32
+    statistics on photos at 256²-512², docs/tolerances.md "Larger sizes").
+
+    Computed only where it can matter: when u_stats * count is below a thousandth of ``u`` (double statistics
+    of any image up to ~500k pixels per plane) the term is under a thousandth of the normalisation's own
+    rounding whatever the growth, and sqrt(count) is returned."""
+    channels = x.shape[1]
+    if count <= 1 or u_stats * count < 1e-3 * u:
+        return np.full(channels, math.sqrt(max(count, 1)))
+    per_sample = module.torch_class == IN_CLASS  # an instance norm sums per (sample, channel), a batch norm per channel
+    return _memo(x, f"alike-{dtype}-{per_sample}", lambda a: _repeated_terms_growth(a, dtype, per_sample))
+
+
+def _repeated_terms_growth(x: np.ndarray, dtype: str, per_sample: bool) -> np.ndarray:
+    """sqrt(sum_j n_j^2) per channel (the largest over the samples when ``per_sample``)."""
+    values = np.asarray(x).astype(dtype, copy=False)
+    n, c = values.shape[:2]
+    rows = values.reshape(n, c, -1) if per_sample else np.moveaxis(values, 1, 0).reshape(1, c, -1)
+    growth = np.zeros(c)
+    for sample in rows:
+        for channel, row in enumerate(np.sort(sample, axis=1)):
+            starts = np.flatnonzero(np.concatenate(([True], row[1:] != row[:-1])))
+            lengths = np.diff(np.append(starts, row.size)).astype(np.float64)
+            growth[channel] = max(growth[channel], math.sqrt(float(np.sum(lengths ** 2))))
+    return growth
+
+
 def _memo(array, kind: str, compute):
     """A value computed from ``array``, memoised per array object: the walkers ask for the same arrays many times."""
     key = (id(array), kind)
@@ -446,7 +491,10 @@ class _Walker:
             # taken as at least TERMS_FLOOR of their incoherent sum.
             terms = np.sqrt(((tap_norms(module) * _channel_scales(x)[None, :]) ** 2).sum(axis=1))
             scale = np.maximum(s_out, TERMS_FLOOR * terms)
-            channel = np.hypot(self._mixed(module, x, carried) * scale, own * math.sqrt(k) * scale)
+            one_by_one = cls in CONV_CLASSES and module.integer("kH") * module.integer("kW") == 1
+            mixed = self._mixed(module, x, carried, own_scale=one_by_one)
+            growth = MIX_1X1_GROWTH if one_by_one else 1.0
+            channel = np.hypot(growth * mixed * scale, own * math.sqrt(k) * scale)
             return _Error.of(channel, s_out, amplification, flat=carried.flat), k, None
         if cls in POOL_CLASSES:
             n = module.integer("kH") * module.integer("kW")
@@ -471,17 +519,29 @@ class _Walker:
         channel = np.hypot(float(np.max(carried.channel, initial=0.0)), own * s_out)
         return _Error.of(channel, s_out, amplification), 0, None
 
-    def _mixed(self, module: T7Module, x: np.ndarray, carried: _Error) -> np.ndarray:
-        """Per output plane: the input planes' relative errors in quadrature, weighted by what each feeds it."""
+    def _mixed(self, module: T7Module, x: np.ndarray, carried: _Error, own_scale: bool = False) -> np.ndarray:
+        """Per output plane: the input planes' relative errors in quadrature, weighted by what each feeds it.
+
+        ``own_scale``: each plane's relative error against its own scale (max |x_c|), not the scale its error
+        was carried against (which an activation blends with the scale before it)."""
         norms = tap_norms(module)
         rel = carried.relative
         reference = carried.reference if carried.reference.size == norms.shape[1] else _channel_scales(x)
+        if own_scale and carried.channel.size == norms.shape[1]:
+            reference = _channel_scales(x)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.where(reference > 0, carried.channel / reference, 0.0)
         if rel.size != norms.shape[1]:
             rel = np.full(norms.shape[1], float(np.max(rel, initial=0.0)))
         shares = norms * reference[None, :]
         total = np.sqrt((shares ** 2).sum(axis=1))
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, np.sqrt(((shares * rel[None, :]) ** 2).sum(axis=1)) / total, 0.0)
+
+    @staticmethod
+    def _same_planes_absolute(carried: _Error, planes: int) -> np.ndarray:
+        channel = carried.channel
+        return channel if channel.size == planes else np.full(planes, float(np.max(channel, initial=0.0)))
 
     @staticmethod
     def _same_planes(carried: _Error, planes: int) -> np.ndarray:
@@ -499,6 +559,7 @@ class _Walker:
         if norm.exact:
             return _Error.of(own * s_out, s_out, carried.amplification), norm.count, g
         rel = self._same_planes(carried, spread.size)
+        absolute = self._same_planes_absolute(carried, spread.size)
         rounding = own * np.hypot(2.0 * spread, s_out)
         if norm.renormalises:
             ill = g_c > self.g_ordinary
@@ -507,13 +568,24 @@ class _Walker:
                 transfer = FLAT_TRANSFER if carried.flat else NORM_TRANSFER
                 passed = np.where(ill, rel * spread, rel * s_out * lifted ** transfer)
                 here = np.where(ill, passed, rel * s_out * lifted)
-            # The statistics' sums: random roundings grow like sqrt(n); on a near-flat plane the terms are all
-            # alike and their roundings add up (like an image's in a pooling window): n^POOL_EXPONENT.
-            growth = np.where(ill, float(norm.count) ** POOL_EXPONENT, math.sqrt(norm.count))
-            stats = own / self.u * UNIT_ROUNDOFF[self.statistics] * growth * spread
+            # The statistics' sums: random roundings grow like sqrt(n); terms that are equal in the run dtype
+            # round alike (statistics_growth); on a near-flat plane the terms are all alike and their roundings
+            # add up (like an image's in a pooling window): at least n^POOL_EXPONENT.
+            u_stats = UNIT_ROUNDOFF[self.statistics]
+            growth = statistics_growth(module, x, self.dtype, u_stats, norm.count, self.u)
+            growth = np.where(ill, np.maximum(growth, float(norm.count) ** POOL_EXPONENT), growth)
+            stats = own / self.u * u_stats * growth * spread
             excess = max(1.0, g / self.g_ordinary)
-        else:  # running statistics: a fixed affine map
-            passed = here = rel * spread
+        else:
+            # Running statistics: a fixed affine map, which multiplies the absolute error by the gain. The
+            # relative error kept (rel * spread) is lifted halfway (ACTIVATION_BLEND, geometric) towards that
+            # absolute bound: the full absolute bound is reached only by an error concentrated where the
+            # plane's values are small. Measured (docs/tolerances.md, "Larger sizes"): without the lift the
+            # demos pollock net on a random 256² picture reaches 0.983 of its bound (tf, path 1.1.1.1.1.2.12).
+            kept = rel * spread
+            with np.errstate(divide="ignore", invalid="ignore"):
+                lift = np.where(kept > 0, absolute * norm.gain / np.where(kept > 0, kept, 1.0), 1.0)
+            passed = here = kept * np.maximum(1.0, lift) ** ACTIVATION_BLEND
             stats = np.zeros_like(spread)
             excess = 1.0
         channel = np.sqrt(passed ** 2 + rounding ** 2 + stats ** 2)
