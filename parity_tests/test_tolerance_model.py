@@ -95,7 +95,9 @@ def test_constant_image_widens_from_the_flat_in_on(budgets):
     assert flat and flat[0].lua_path == "4", [b.lua_path for b in flat]  # conv 3 of a constant is constant
     assert flat[0].conditioning > 100 * tolerance.G_ORDINARY / 4
     ordinary = budgets("pretrained", "random 32x32")
-    assert found["3"].rtol == pytest.approx(ordinary["3"].rtol, rel=0.5)  # before the flat IN: plain rounding
+    # Before the flat IN: plain rounding, but of K = 243 alike terms (a constant image): K^0.75, not sqrt(K)
+    k = tolerance.reduction_length(model_tree("pretrained").find("3"))
+    assert found["3"].rtol == pytest.approx(ordinary["3"].rtol * k ** (tolerance.POOL_EXPONENT - 0.5), rel=0.5)
     assert found["4"].amplification > 10 and found["4"].rtol > 10 * ordinary["4"].rtol
     # pretrained's zero-padded stride-2 conv at 6 breaks the flatness: amplification stops growing there
     assert found["24"].amplification < 100 * found["4"].amplification
@@ -339,3 +341,28 @@ def test_one_by_one_convolutions_carry_more_than_the_quadrature_mix(budgets):
     johnson = budgets("pretrained", "photo 64x64")
     with mock.patch.object(tolerance, "MIX_1X1_GROWTH", 1.0):
         assert budgets("pretrained", "photo 64x64") == johnson
+
+
+def test_near_flat_picture_on_a_running_statistics_net_is_bounded():
+    """A nearly flat picture (0.5 + 1% ramps) through the demos pollock net: its convolutions sum alike terms
+    (k^0.75, like a pooling window) and every faithful float32 path stays in its band. With sqrt(k) there, 4-8
+    paths of a faithful backend failed at 128², up to 1.47x (reference) and 1.87x (tf), docs/tolerances.md."""
+    from unittest import mock
+
+    from contract.families import detect_family, image_to_input
+    from fileio.errors import UserError
+    from harness.drift.analysis import run_drift
+    from zoo import resolve_model
+
+    try:
+        path = resolve_model("pollock", download=False)
+    except UserError as error:  # not on this machine (no ../shared, no cache): no download in the suite
+        pytest.skip(str(error))
+    n = 64
+    yy, xx = np.mgrid[0:n, 0:n] / n
+    x = image_to_input(0.5 + 0.01 * np.stack([xx, yy, xx])[None], detect_family(load_module_tree(path)))
+    report = run_drift(path, x, ["reference-float32"], seed=0)
+    assert report.backends[0].passed, [r.lua_path for r in report.backends[0].accumulated if r.status == "fail"]
+    with mock.patch.object(tolerance, "_mostly_near_constant", lambda *_: False):
+        assert not run_drift(path, x, ["reference-float32"], seed=0).backends[0].passed, \
+            "the case must need the rule: without it a faithful backend fails"

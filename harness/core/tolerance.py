@@ -26,6 +26,9 @@ errors in quadrature.
   A **1x1 convolution** mixes the channels of one pixel, whose errors share their upstream and are not
   independent: its carried part is taken against each input plane's own scale and multiplied by
   ``MIX_1X1_GROWTH`` (measured at 128²-512² on the v1-era nets).
+  On mostly near-constant input planes (max |x_c| over the plane's range above ``G``: a flat picture)
+  the terms are all alike and their roundings add up: ``K^POOL_EXPONENT`` instead of ``sqrt(K)``
+  (measured: the demos nets on a nearly flat picture, where sqrt(K) was exceeded 1.47-1.87x).
 * **Average pooling** (n = kH*kW terms summed in the element type, then divided, Torch7's
   order): ``hypot(rho_c S_c, C u n^0.75 S_c)``: the terms of an image are all positive and their
   partial sums' roundings do not cancel (measured up to 0.18 u n on the photo, 2.7 u sqrt(n)).
@@ -401,6 +404,22 @@ def _repeated_terms_growth(x: np.ndarray, dtype: str, per_sample: bool) -> np.nd
     return growth
 
 
+def _mostly_near_constant(x: np.ndarray, g_ordinary: float) -> bool:
+    """Whether most planes of ``x`` are near-constant: max |x_c| over the plane's range (max - min) above
+    ``g_ordinary``, the conditioning a normalisation of that plane would have (a flat picture's planes, and what
+    running-statistics batch norms and convolutions make of them)."""
+    def compute(a) -> bool:
+        values = np.asarray(a)
+        axes = (0, 2, 3) if values.ndim == 4 else tuple(i for i in range(values.ndim) if i != 1)
+        extent = values.max(axis=axes) - values.min(axis=axes)
+        peak = np.abs(values).max(axis=axes)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            near = np.where(extent > 0, peak / extent, np.where(peak > 0, np.inf, 0.0)) > g_ordinary
+        return bool(np.mean(near) > 0.5)
+
+    return _memo(x, f"near-constant-{g_ordinary}", compute)
+
+
 def _memo(array, kind: str, compute):
     """A value computed from ``array``, memoised per array object: the walkers ask for the same arrays many times."""
     key = (id(array), kind)
@@ -494,7 +513,10 @@ class _Walker:
             one_by_one = cls in CONV_CLASSES and module.integer("kH") * module.integer("kW") == 1
             mixed = self._mixed(module, x, carried, own_scale=one_by_one)
             growth = MIX_1X1_GROWTH if one_by_one else 1.0
-            channel = np.hypot(growth * mixed * scale, own * math.sqrt(k) * scale)
+            # Near-constant input planes give terms that are all alike: their roundings add up like a pooling
+            # window's (k^POOL_EXPONENT), not like random ones (sqrt(k)).
+            summed = k ** POOL_EXPONENT if _mostly_near_constant(x, self.g_ordinary) else math.sqrt(k)
+            channel = np.hypot(growth * mixed * scale, own * summed * scale)
             return _Error.of(channel, s_out, amplification, flat=carried.flat), k, None
         if cls in POOL_CLASSES:
             n = module.integer("kH") * module.integer("kW")
