@@ -60,17 +60,19 @@ JOHNSON = Family(
     "johnson", "texture_nets feed-forward stylization (johnson.lua, 2016 pretrained or current head layout)",
     "stylization", None, "the RGB image in [0,1] (test.lua: image.load(path, 3))",
     "add the VGG means, BGR -> RGB, /255, clamp to [0,1] (test.lua)", 255.0, True, "any size")
+# Both v1 notebooks (stylization.ipynb, texture.ipynb) deprocess the same way.
+_V1_DEPROCESS = "add the VGG means, BGR -> RGB, /256, clamp to [0,1] (the notebook's deprocess)"
 V1_STYLE = Family(
     "v1-style", "texture_nets v1 pyramid stylization net (the paper's multi-scale architecture)",
     "stylization", "train",
     "the RGB image in [0,1] twice, as 6 channels (stylization.ipynb: cat(img, img)); GenNoise replaces "
     "channels 4-6 of each scale with U[0,1) noise",
-    "add the VGG means, BGR -> RGB, /256, clamp to [0,1] (the notebook's deprocess)", 256.0, True,
+    _V1_DEPROCESS, 256.0, True,
     "multiples of 16 (the notebook rounds to 32)")
 V1_TEXTURE = Family(
     "v1-texture", "texture_nets v1 pyramid texture net", "texture", "train",
     "zeros, N x 3 x H x W (texture.ipynb); GenNoise fills every scale with U[0,1) noise",
-    "add the VGG means, BGR -> RGB, /256, clamp to [0,1] (the notebook's deprocess)", 256.0, True,
+    _V1_DEPROCESS, 256.0, True,
     "multiples of 32")
 DEMOS = Family(
     "demos", "torch-opencv-demos texture_nets stylization net", "stylization", "evaluate",

@@ -109,39 +109,39 @@ def _pads(params: Mapping) -> tuple[int, int, int, int]:
     return tuple(_int(params, key, 0) for key in ("pad_l", "pad_r", "pad_t", "pad_b"))  # type: ignore[return-value]
 
 
-def _padded_shape(shape, pads: tuple[int, int, int, int]) -> list[int]:
-    left, right, top, bottom = pads
-    shape = list(shape)
-    return [*shape[:-2], shape[-2] + top + bottom, shape[-1] + left + right]
+class _Padding(_Layer):
+    """nn.Spatial*Padding(l, r, t, b): l + r more columns and t + b more rows (a negative pad crops); the
+    subclass's ``pad`` fills them."""
+
+    def getMemoryShapes(self, inputs):
+        left, right, top, bottom = _pads(self.params)
+        shape = list(inputs[0])
+        return [[*shape[:-2], shape[-2] + top + bottom, shape[-1] + left + right]]
+
+    def forward(self, inputs):
+        return [self.pad(inputs[0], *_pads(self.params))]
+
+    def pad(self, x: np.ndarray, left: int, right: int, top: int, bottom: int) -> np.ndarray:
+        raise NotImplementedError
 
 
-class SpatialReplicationPadding(_Layer):
+class SpatialReplicationPadding(_Padding):
     """nn.SpatialReplicationPadding(l, r, t, b): output row i is input row clamp(i - t) (edge mode); negative
     pads crop."""
 
-    def getMemoryShapes(self, inputs):
-        return [_padded_shape(inputs[0], _pads(self.params))]
-
-    def forward(self, inputs):
-        x = inputs[0]
-        left, right, top, bottom = _pads(self.params)
+    def pad(self, x, left, right, top, bottom):
         height, width = x.shape[-2:]
         rows = np.clip(np.arange(height + top + bottom) - top, 0, height - 1)
         cols = np.clip(np.arange(width + left + right) - left, 0, width - 1)
-        return [np.ascontiguousarray(x[..., rows[:, None], cols[None, :]])]
+        return np.ascontiguousarray(x[..., rows[:, None], cols[None, :]])
 
 
-class SpatialCircularPadding(_Layer):
+class SpatialCircularPadding(_Padding):
     """nn.SpatialCircularPadding as texture_nets supplementary/utils.lua defines it (docs/real-models.md):
     zero output, input copied into the interior (negative pads crop), then (1-based) row 1 := row h-1,
     row h := row 2, column 1 := column w-1, column w := column 2 (columns over the full height)."""
 
-    def getMemoryShapes(self, inputs):
-        return [_padded_shape(inputs[0], _pads(self.params))]
-
-    def forward(self, inputs):
-        x = inputs[0]
-        left, right, top, bottom = _pads(self.params)
+    def pad(self, x, left, right, top, bottom):
         height, width = x.shape[-2:]
         out_h, out_w = height + top + bottom, width + left + right
         y = np.zeros((*x.shape[:-2], out_h, out_w), dtype=np.float32)
@@ -151,7 +151,7 @@ class SpatialCircularPadding(_Layer):
         y[..., out_h - 1, :] = y[..., 1, :]
         y[..., :, 0] = y[..., :, out_w - 2]
         y[..., :, out_w - 1] = y[..., :, 1]
-        return [y]
+        return y
 
 
 class GenNoise(_Layer):

@@ -209,13 +209,7 @@ class OnnxRuntimeRunner:
         if missing:
             raise BackendError(f"no noise given for the nn.GenNoise at Lua path(s) {', '.join(missing)}: this model "
                                "draws noise there; pass noise={lua_path: array} (contract/protocol.py)")
-        feeds = {}
-        for path in required:
-            array = np.ascontiguousarray(given[path], dtype=np.float32)
-            if array.ndim != 4:
-                raise BackendError(f"noise for Lua path {path} must be N x planes x h x w, got shape {array.shape}")
-            feeds[self.noise_inputs[path]] = array
-        return feeds
+        return {self.noise_inputs[path]: _noise_array(path, given[path]) for path in required}
 
     def _trace_tensors(self) -> dict[str, str]:
         """Lua path -> tensor name; a module without nodes of its own passes on the previous value, except
@@ -347,3 +341,11 @@ def _float32_nchw(x: np.ndarray, channels: int | None = None) -> np.ndarray:
     if x.ndim != 4 or (channels is not None and x.shape[1] != channels):
         raise BackendError(f"expected an N x {channels or 'C'} x H x W input, got shape {x.shape}")
     return x
+
+
+def _noise_array(lua_path: str, noise: np.ndarray) -> np.ndarray:
+    """One GenNoise's injected noise as the graph input takes it (float32, contiguous), or BackendError."""
+    array = np.ascontiguousarray(noise, dtype=np.float32)
+    if array.ndim != 4:
+        raise BackendError(f"noise for Lua path {lua_path} must be N x planes x h x w, got shape {array.shape}")
+    return array

@@ -150,21 +150,23 @@ def _drop_bias(op):
 
 def _transposed_conv_keeps_top_rows(full_conv2d):
     """The seed: conv2d_transpose 'VALID' with output_shape = 2H keeps full[0:2H], Torch keeps full[p:p+out]."""
-    def mutated(x, weight, bias, stride=(1, 1), padding=(0, 0), adjustment=(0, 0)):
-        reference = full_conv2d(x, weight, bias, stride, padding, adjustment)
-        full = full_conv2d(x, weight, bias, stride, (0, 0), (0, 0))
-        out_h, out_w = reference.shape[-2:]
-        return _crop_or_extend(full, 0, 0, out_h, out_w, bias)
-    return mutated
+    return _cropped_elsewhere(full_conv2d, lambda padding, adjustment: (0, 0))
 
 
 def _adjustment_on_top_left(full_conv2d):
     """adj's extra row/column put at the top/left instead of Torch's bottom/right."""
+    return _cropped_elsewhere(full_conv2d, lambda padding, adjustment: (padding[0] - adjustment[0],
+                                                                        padding[1] - adjustment[1]))
+
+
+def _cropped_elsewhere(full_conv2d, corner: Callable[[tuple[int, int], tuple[int, int]], tuple[int, int]]):
+    """The transposed convolution's output (its right size) cropped out of the uncropped result at
+    ``corner(padding, adjustment)`` (top, left) instead of Torch's (padding, padding)."""
     def mutated(x, weight, bias, stride=(1, 1), padding=(0, 0), adjustment=(0, 0)):
         reference = full_conv2d(x, weight, bias, stride, padding, adjustment)
         full = full_conv2d(x, weight, bias, stride, (0, 0), (0, 0))
         out_h, out_w = reference.shape[-2:]
-        return _crop_or_extend(full, padding[0] - adjustment[0], padding[1] - adjustment[1], out_h, out_w, bias)
+        return _crop_or_extend(full, *corner(padding, adjustment), out_h, out_w, bias)
     return mutated
 
 
@@ -198,15 +200,20 @@ def _kernel_flipped(op):
     return mutated
 
 
+def _affine(y: np.ndarray, weight, bias, dtype) -> np.ndarray:
+    """An instance norm's per-channel ``y * weight + bias`` (either absent with affine=false), in ``dtype``."""
+    if weight is not None:
+        y = y * weight[None, :, None, None]
+    if bias is not None:
+        y = y + bias[None, :, None, None]
+    return y.astype(dtype)
+
+
 def _running_statistics(instance_norm):
     """torch/nn 919eeca: batch size 1 BatchNorm uses running stats, IN becomes x / sqrt(1 + eps) * w + b."""
     def mutated(x, weight, bias, eps, **kwargs):
         y = x / np.sqrt(x.dtype.type(1.0 + eps))
-        if weight is not None:
-            y = y * weight[None, :, None, None]
-        if bias is not None:
-            y = y + bias[None, :, None, None]
-        return y.astype(x.dtype)
+        return _affine(y, weight, bias, x.dtype)
     return mutated
 
 
@@ -231,11 +238,7 @@ def _eps_outside_sqrt(instance_norm):
         mean = x.mean(axis=(2, 3), keepdims=True, dtype=np.float64)
         std = np.sqrt(((x - mean) ** 2).mean(axis=(2, 3), keepdims=True))
         y = ((x - mean) / (std + eps)).astype(x.dtype)
-        if weight is not None:
-            y = y * weight[None, :, None, None]
-        if bias is not None:
-            y = y + bias[None, :, None, None]
-        return y.astype(x.dtype)
+        return _affine(y, weight, bias, x.dtype)
     return mutated
 
 
@@ -363,11 +366,7 @@ def _in_float32_statistics(instance_norm):
         mean, var = _one_pass_float32(x.reshape(batch * channels, -1))
         shape = (batch, channels, 1, 1)
         y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape).astype(np.float64) + eps)
-        if weight is not None:
-            y = y * weight[None, :, None, None]
-        if bias is not None:
-            y = y + bias[None, :, None, None]
-        return y.astype(x.dtype)
+        return _affine(y, weight, bias, x.dtype)
     return mutated
 
 

@@ -286,11 +286,7 @@ def test_d1_instance_norm_output_within_the_tolerance_model(name):
     "(std 0.01) is off by 5.6e-2 of its output scale (gamma/sqrt(var+1e-5) vs gamma/(sqrt(var+1e-9)*sqrt(1+1e-5))); "
     "allowed 1.4e-5"))
 def test_d1_instance_norm_on_small_variance_planes():
-    rng = np.random.default_rng(5)
-    weight, bias = rng.uniform(0.5, 1.5, 3), rng.uniform(-0.5, 0.5, 3)
-    root = single_module_root(instance_norm_module("1", weight, bias, n_output=3))
-    x = (0.3 + 0.01 * rng.standard_normal((1, 3, 2, 2))).astype(F32).astype(np.float64)
-    _assert_single_module(root, x, "IN on 2x2 planes, std 0.01")
+    _assert_instance_norm(seed=5, mean=0.3, std=0.01, size=2, case="IN on 2x2 planes, std 0.01")
 
 
 @pytest.mark.xfail(strict=True, raises=OpenCVDeviation, reason=(
@@ -298,11 +294,17 @@ def test_d1_instance_norm_on_small_variance_planes():
     "the variance loses every significant digit (clamped to 0 on some planes: 1/sqrt(1e-9)): output off by 3.4e4 "
     "times its scale (D1 alone would be 5e-6); allowed 1.7e-4"))
 def test_d2_single_pass_float32_variance_on_a_large_mean():
-    rng = np.random.default_rng(6)
+    _assert_instance_norm(seed=6, mean=1000.0, std=1.0, size=64, case="IN on 64x64 planes, mean 1000, std 1")
+
+
+def _assert_instance_norm(seed: int, mean: float, std: float, size: int, case: str) -> None:
+    """A 3-plane InstanceNormalization (random gamma/beta) on 1 x 3 x size x size planes of ``mean`` and ``std``
+    (float32 values; std 1.0 multiplies exactly), against the float64 reference."""
+    rng = np.random.default_rng(seed)
     weight, bias = rng.uniform(0.5, 1.5, 3), rng.uniform(-0.5, 0.5, 3)
     root = single_module_root(instance_norm_module("1", weight, bias, n_output=3))
-    x = (1000.0 + rng.standard_normal((1, 3, 64, 64))).astype(F32).astype(np.float64)
-    _assert_single_module(root, x, "IN on 64x64 planes, mean 1000, std 1")
+    x = (mean + std * rng.standard_normal((1, 3, size, size))).astype(F32).astype(np.float64)
+    _assert_single_module(root, x, case)
 
 
 def _batch_norm_root(channels: int, rng: np.random.Generator) -> T7Module:
@@ -343,6 +345,15 @@ def _model(layout: str) -> Path:
     from parity_tests.parity import MODELS
 
     return MODELS[layout]
+
+
+def _run_and_its_judge(name: str) -> tuple[OracleRun, np.ndarray]:
+    """The committed Torch7 run ``name`` and the float64 reference's output on it (skips without ../shared)."""
+    run = _committed(name)
+    if run is None:
+        pytest.skip("no ../shared/oracle/v1")
+    out64, _ = _judge_of(run.npz_path)
+    return run, out64
 
 
 def _yardstick(run: OracleRun, out64: np.ndarray) -> float:
@@ -389,10 +400,7 @@ def test_v1_output_with_the_rewritten_batch_norms(name):
     "the plain backend runs starry within 2x Torch7's own float32 level"))
 @pytest.mark.oracle
 def test_d5_v1_file_as_distributed():
-    run = _committed("v1_starry_a_64x64_f32")
-    if run is None:
-        pytest.skip("no ../shared/oracle/v1")
-    out64, _ = _judge_of(run.npz_path)
+    run, out64 = _run_and_its_judge("v1_starry_a_64x64_f32")
     try:
         runner = get_backend("opencv").load(run.model_path, "float32", batchnorm="train")
         output, _ = runner.forward(run.input.astype(F32), noise=_noise(run, "float32"))
@@ -410,10 +418,7 @@ def test_d5_v1_file_as_distributed():
     "float64 reference, 6.5x Torch7's own float32 level (2.2e-6); 3.5e-6 with enableWinograd(False)"))
 @pytest.mark.oracle
 def test_d4_winograd_reaches_the_demos_output():
-    run = _committed("demos_starry_a_64x64_f32")
-    if run is None:
-        pytest.skip("no ../shared/oracle/v1")
-    out64, _ = _judge_of(run.npz_path)
+    run, out64 = _run_and_its_judge("demos_starry_a_64x64_f32")
     output, _ = forward(_run_runner(run), run.input.astype(F32))
     if rel(output, out64) > _yardstick(run, out64):
         raise OpenCVDeviation(f"output {rel(output, out64):.3g}; allowed {_yardstick(run, out64):.2g} "

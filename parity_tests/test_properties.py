@@ -28,6 +28,8 @@ skip here: primitives need any channel count, and forward takes the generator's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -91,6 +93,11 @@ def test_judge_with_fast_paths_forced_matches_the_definitions(name):
 @pytest.mark.tier("primitive-fixed")
 @pytest.mark.parametrize("name", list(JOHNSON_PRIMITIVES))
 def test_fixed_case_matches_reference(backend, name):
+    assert_fixed_case(backend, name)
+
+
+def assert_fixed_case(backend, name: str) -> None:
+    """A fixed primitive case (parity.PRIMITIVES) in every dtype of ``backend`` and every view."""
     require_run_module(backend)
     for dtype in backend.dtypes:
         for view in VIEWS:
@@ -107,15 +114,21 @@ VIEW = "isolated"
 
 @pytest.mark.parametrize("primitive", list(PRIMITIVE_STRATEGIES))
 def test_primitive_matches_float64_reference(backend, primitive):
+    check_drawn_primitive(backend, primitive, PRIMITIVE_STRATEGIES[primitive])
+
+
+def check_drawn_primitive(backend, primitive: str, strategy: Callable[[], st.SearchStrategy]) -> None:
+    """``strategy``'s cases (strategies.PrimitiveCase, with their noise and batch-norm mode), drawn with a dtype of
+    ``backend``, each against the float64 reference in the isolated view."""
     require_run_module(backend)
-    strategy = PRIMITIVE_STRATEGIES[primitive]
 
     @settings(max_examples=examples_for(backend.name), suppress_health_check=[HealthCheck.too_slow])
     @given(data=st.data())
     def check(data):
         case = data.draw(strategy(), label=primitive)
         dtype = data.draw(st.sampled_from(backend.dtypes), label="dtype")
-        assert_matches_reference(backend, case.root, case.x, dtype=dtype, view=VIEW, case=repr(case))
+        assert_matches_reference(backend, case.root, case.x, dtype=dtype, view=VIEW, noise=case.noise,
+                                 batchnorm=case.batchnorm, case=repr(case))
 
     check()
 

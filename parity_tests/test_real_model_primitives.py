@@ -37,10 +37,7 @@ from hypothesis import strategies as st
 from contract import BackendError
 from harness.core.runs import forward, load_runner, run_module
 from parity_tests.parity import (
-    VIEWS,
     assert_matches_reference,
-    assert_parity,
-    check_primitive,
     deprocess_results,
     failure_report,
     first_failure,
@@ -63,7 +60,7 @@ from parity_tests.strategies import (
     upsampling_cases,
 )
 from parity_tests.test_padding_property import circular_rule
-from parity_tests.test_properties import examples_for, require_run_module
+from parity_tests.test_properties import assert_fixed_case, check_drawn_primitive, examples_for, require_run_module
 from t7file import T7Error
 
 pytestmark = pytest.mark.tier("primitive")
@@ -86,10 +83,7 @@ def test_deprocess_is_each_familys_rule():
 @pytest.mark.tier("primitive-fixed")
 @pytest.mark.parametrize("name", list(V1_FIXED_CASES))
 def test_fixed_case_matches_reference(backend, name):
-    require_run_module(backend)
-    for dtype in backend.dtypes:
-        for view in VIEWS:
-            assert_parity(check_primitive(backend, name, dtype, view))
+    assert_fixed_case(backend, name)
 
 
 # -- every v1 primitive, drawn ------------------------------------------------------------------------------------
@@ -97,18 +91,7 @@ def test_fixed_case_matches_reference(backend, name):
 
 @pytest.mark.parametrize("primitive", list(V1_STRATEGIES))
 def test_primitive_matches_float64_reference(backend, primitive):
-    require_run_module(backend)
-    strategy = V1_STRATEGIES[primitive]
-
-    @settings(max_examples=examples_for(backend.name), suppress_health_check=[HealthCheck.too_slow])
-    @given(data=st.data())
-    def check(data):
-        case = data.draw(strategy(), label=primitive)
-        dtype = data.draw(st.sampled_from(backend.dtypes), label="dtype")
-        assert_matches_reference(backend, case.root, case.x, dtype=dtype, view="isolated", noise=case.noise,
-                                 batchnorm=case.batchnorm, case=repr(case))
-
-    check()
+    check_drawn_primitive(backend, primitive, V1_STRATEGIES[primitive])
 
 
 # -- copies are exact: the rule, written here -----------------------------------------------------------------------

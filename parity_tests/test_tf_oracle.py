@@ -173,14 +173,18 @@ def _full_conv_loop(x, weight, bias, dH, dW, padH, padW, adjH, adjW):
 LOOP_TOLERANCE = Tolerance(1e-14, why="float64 vs a float64 loop: measured max rel <= 4e-16")
 
 
+def _tf_float64_module(torch_class: str, fields: dict, x: np.ndarray) -> np.ndarray:
+    """One ``torch_class`` module of ``fields``, as Lua path 1 of a tree, run by the float64 TF port on ``x``."""
+    return TFBackend().load(_tree(T7Module(torch_class, "1", fields)), "float64").run_module("1", x)
+
+
 @pytest.mark.parametrize("hp", [dict(kW=3, kH=2, dW=1, dH=2, padW=1, padH=0), dict(kW=1, kH=4, dW=3, dH=1, padW=0,
                                                                                   padH=2)], ids=str)
 def test_conv_argument_order_nonsquare(hp: dict) -> None:
     rng = np.random.default_rng(5)
     weight, bias, x = rng.standard_normal((4, 3, hp["kH"], hp["kW"])), rng.standard_normal(4), rng.random((2, 3, 9, 7))
     fields = dict(hp, nInputPlane=3, nOutputPlane=4, weight=weight, bias=bias)
-    root = T7Module("nn.Sequential", "", {}, (T7Module("nn.SpatialConvolution", "1", fields),))
-    y = TFBackend().load(root, "float64").run_module("1", x)
+    y = _tf_float64_module("nn.SpatialConvolution", fields, x)
     assert_close(y, _conv_loop(x, weight, bias, hp["dH"], hp["dW"], hp["padH"], hp["padW"]), LOOP_TOLERANCE,
                  actual_name="tf float64", expected_name="loop", where=f"SpatialConvolution {hp}")
 
@@ -191,8 +195,7 @@ def test_full_conv_argument_order_nonsquare(hp: dict) -> None:
     rng = np.random.default_rng(6)
     weight, bias, x = rng.standard_normal((3, 5, hp["kH"], hp["kW"])), rng.standard_normal(5), rng.random((2, 3, 4, 6))
     fields = dict(hp, nInputPlane=3, nOutputPlane=5, weight=weight, bias=bias)
-    root = T7Module("nn.Sequential", "", {}, (T7Module("nn.SpatialFullConvolution", "1", fields),))
-    y = TFBackend().load(root, "float64").run_module("1", x)
+    y = _tf_float64_module("nn.SpatialFullConvolution", fields, x)
     expected = _full_conv_loop(x, weight, bias, hp["dH"], hp["dW"], hp["padH"], hp["padW"], hp["adjH"], hp["adjW"])
     assert_close(y, expected, LOOP_TOLERANCE, actual_name="tf float64", expected_name="loop",
                  where=f"SpatialFullConvolution {hp}")
@@ -201,9 +204,7 @@ def test_full_conv_argument_order_nonsquare(hp: dict) -> None:
 def test_instance_norm_without_affine_parameters() -> None:
     """affine=false: no weight/bias fields, so scale 1 and offset 0 (texture_nets' IN with affine off)."""
     x = np.random.default_rng(7).random((2, 3, 5, 4))
-    root = T7Module("nn.Sequential", "", {}, (T7Module("nn.InstanceNormalization", "1",
-                                                       {"nOutput": 3, "eps": 1e-5, "affine": False}),))
-    y = TFBackend().load(root, "float64").run_module("1", x)
+    y = _tf_float64_module("nn.InstanceNormalization", {"nOutput": 3, "eps": 1e-5, "affine": False}, x)
     mean, var = x.mean(axis=(2, 3), keepdims=True), x.var(axis=(2, 3), keepdims=True)
     assert_close(y, (x - mean) / np.sqrt(var + 1e-5), LOOP_TOLERANCE, actual_name="tf float64",
                  expected_name="numpy formula", where="InstanceNormalization affine=false")

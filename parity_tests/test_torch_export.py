@@ -73,15 +73,21 @@ def _in_memory(model: Path, dtype: str):
     return lambda x: runner.forward(x)[0]
 
 
+def _assert_reproduces_torch(reloaded, model: Path, tolerance: Tolerance, name: str) -> None:
+    """``reloaded`` against torch_impl in memory (float32) on every export check input."""
+    in_memory = _in_memory(model, "float32")
+    for x in _inputs("float32"):
+        assert_close(reloaded(x), in_memory(x), tolerance, actual_name=name, expected_name="torch in memory",
+                     where=f"output {x.shape}")
+
+
 @pytest.mark.parametrize("run", RUNS, ids=repr)
 def test_torchscript_reload_reproduces_the_model(run: OracleRun, tmp_path: Path) -> None:
     path = tmp_path / "generator.pt"
     summary = export.export_torchscript(run.model_path, path, "float32")
     assert "max |diff| 0 " in summary
-    reloaded, in_memory = export.load_torchscript(path), _in_memory(run.model_path, "float32")
-    for x in _inputs("float32"):
-        assert_close(reloaded(x), in_memory(x), TORCHSCRIPT, actual_name="TorchScript (reloaded)",
-                     expected_name="torch in memory", where=f"output {x.shape}")
+    reloaded = export.load_torchscript(path)
+    _assert_reproduces_torch(reloaded, run.model_path, TORCHSCRIPT, "TorchScript (reloaded)")
     assert_close(reloaded(run.input), run.output, TORCH_VS_ORACLE, actual_name="TorchScript (reloaded)",
                  expected_name="Torch7 oracle", where=f"{run.name} output")
 
@@ -102,10 +108,7 @@ def test_torch_export_reload_reproduces_the_model(tmp_path: Path) -> None:
     run = RUNS[0]
     path = tmp_path / "generator.pt2"
     export.export_torch_export(run.model_path, path, "float32")
-    reloaded, in_memory = export.load_torch_export(path), _in_memory(run.model_path, "float32")
-    for x in _inputs("float32"):
-        assert_close(reloaded(x), in_memory(x), SAME_KERNELS, actual_name="torch.export (reloaded)",
-                     expected_name="torch in memory", where=f"output {x.shape}")
+    _assert_reproduces_torch(export.load_torch_export(path), run.model_path, SAME_KERNELS, "torch.export (reloaded)")
 
 
 @pytest.mark.parametrize("run", RUNS, ids=repr)
@@ -119,10 +122,8 @@ def test_onnx_reload_reproduces_the_model(run: OracleRun, tmp_path: Path) -> Non
     assert {"ReduceSum", "Sqrt"} <= ops and "BatchNormalization" not in ops, "per-plane statistics, written out"
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "height", "width"]
-    reloaded, in_memory = export.load_onnx(path), _in_memory(run.model_path, "float32")
-    for x in _inputs("float32"):
-        assert_close(reloaded(x), in_memory(x), ONNX_VS_TORCH, actual_name="ONNX Runtime",
-                     expected_name="torch in memory", where=f"output {x.shape}")
+    reloaded = export.load_onnx(path)
+    _assert_reproduces_torch(reloaded, run.model_path, ONNX_VS_TORCH, "ONNX Runtime")
     assert_close(reloaded(run.input), run.output, ONNX_VS_ORACLE, actual_name="ONNX Runtime",
                  expected_name="Torch7 oracle", where=f"{run.name} output")
 

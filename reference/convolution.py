@@ -34,6 +34,17 @@ CONV_ALGORITHM = "auto"
 ALGORITHMS = ("auto", "unfold", "output_taps")
 
 
+def _batched(x: np.ndarray, n_in: int, what: str) -> tuple[np.ndarray, bool]:
+    """``x`` as N x C x H x W, checked for ``n_in`` planes; a C x H x W input (nn takes both) becomes a batch of one,
+    and the flag says to squeeze the result back."""
+    squeeze = x.ndim == 3
+    if squeeze:
+        x = x[None]
+    if x.shape[1] != n_in:
+        raise ValueError(f"{what} expects {n_in} input planes, got {x.shape[1]}")
+    return x, squeeze
+
+
 def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
            stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (0, 0), *,
            algorithm: str | None = None) -> np.ndarray:
@@ -44,12 +55,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     ``CONV_ALGORITHM``): "auto" takes the output-taps GEMM for stride 1 with fewer output than
     input planes and the unfold otherwise; "output_taps" needs stride 1.
     """
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x[None]
     n_out, n_in, k_h, k_w = weight.shape
-    if x.shape[1] != n_in:
-        raise ValueError(f"convolution expects {n_in} input planes, got {x.shape[1]}")
+    x, squeeze = _batched(x, n_in, "convolution")
     pad_h, pad_w = padding
     if pad_h or pad_w:
         x = np.pad(x, ((0, 0), (0, 0), (pad_h, pad_h), (pad_w, pad_w)))
@@ -138,12 +145,8 @@ def full_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     (h*s - p + i, w*s - p + j); no kernel flip. ``out = (H-1)*s - 2p + k + adj``,
     the ``adj`` extra rows/columns at the bottom/right. Arguments are (H, W) pairs.
     """
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x[None]
     n_in, n_out, k_h, k_w = weight.shape
-    if x.shape[1] != n_in:
-        raise ValueError(f"full convolution expects {n_in} input planes, got {x.shape[1]}")
+    x, squeeze = _batched(x, n_in, "full convolution")
     (s_h, s_w), (p_h, p_w), (a_h, a_w) = stride, padding, adjustment
     batch, _, height, width = x.shape
     out_h = (height - 1) * s_h - 2 * p_h + k_h + a_h

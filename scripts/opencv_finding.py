@@ -58,6 +58,15 @@ def judge(ref, root: T7Module, run, dtype="float64"):
     return runner, forward(runner, run.input.astype(dtype), trace=True, noise=noise)
 
 
+def fed_by_the_judge(backend, ref, run, batchnorm: str | None = None):
+    """The run's tree, ``backend``'s float32 runner of it, the float64 judge's trace, and every module's input in
+    that trace (what the isolated view feeds each module)."""
+    root = load_module_tree(run.model_path)
+    runner = load_runner(backend, run.model_path, "float32", root=root, batchnorm=batchnorm)
+    _, (_, trace64) = judge(ref, root, run)
+    return root, runner, trace64, module_inputs(root, run.input.astype(np.float64), trace64)
+
+
 # -- sections --------------------------------------------------------------------------------------------------
 
 
@@ -243,10 +252,7 @@ def section_d2() -> None:
     if run is None:
         print("## D2: needs ../shared/oracle/v1\n")
         return
-    root = load_module_tree(run.model_path)
-    runner = load_runner(patched_backend, run.model_path, "float32", root=root, batchnorm="train")
-    _, (_, trace64) = judge(ref, root, run)
-    inputs = module_inputs(root, run.input.astype(np.float64), trace64)
+    _, runner, trace64, inputs = fed_by_the_judge(patched_backend, ref, run, batchnorm="train")
     path = "1.2.7"
     x = inputs[path]
     x32 = np.array(x, dtype=F32)
@@ -346,10 +352,7 @@ def section_d4() -> None:
     if run is None:
         print("## D4: needs ../shared/oracle\n")
         return
-    root = load_module_tree(run.model_path)
-    runner = load_runner(opencv, run.model_path, "float32", root=root)
-    _, (_, trace64) = judge(ref, root, run)
-    inputs = module_inputs(root, run.input.astype(np.float64), trace64)
+    root, runner, trace64, inputs = fed_by_the_judge(opencv, ref, run)
     print("## D4: Winograd F(6x6, 3x3) for 3x3 stride-1 convolutions (johnson head, full width, 64x64)\n")
     print("| conv | kernel, stride | OpenCV default (Winograd on) | Winograd off | faithful float32 (reference) |")
     print("|---|---|---|---|---|")

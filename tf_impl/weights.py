@@ -287,11 +287,7 @@ def _conv(walker: _Walker, module: T7Module, channels: Channels) -> tuple[dict, 
     hp["nInputPlane"] = int(weight.shape[1])
     if isinstance(channels, int) and channels != weight.shape[1]:
         raise _error(module, f"takes {weight.shape[1]} input planes, but its input has {channels} channels")
-    params = {"kernel": np.ascontiguousarray(weight.transpose(2, 3, 1, 0).astype(walker.dtype))}  # (kH, kW, nIn, nOut)
-    bias = module.optional_array("bias")
-    if bias is not None:
-        params["bias"] = _vector(module, bias, n_out, walker.dtype)
-    return hp, params, int(n_out)
+    return hp, _kernel_and_bias(walker, module, weight, n_out), int(n_out)  # kernel (kH, kW, nIn, nOut)
 
 
 def _fullconv(walker: _Walker, module: T7Module, channels: Channels) -> tuple[dict, dict, Channels]:
@@ -302,11 +298,16 @@ def _fullconv(walker: _Walker, module: T7Module, channels: Channels) -> tuple[di
     n_in, n_out = weight.shape[0], weight.shape[1]
     _check_shape(module, weight, (module.integer("nInputPlane", n_in), module.integer("nOutputPlane", n_out),
                                   hp["kH"], hp["kW"]))
-    params = {"kernel": np.ascontiguousarray(weight.transpose(2, 3, 1, 0).astype(walker.dtype))}  # (kH, kW, nOut, nIn)
+    return hp, _kernel_and_bias(walker, module, weight, n_out), int(n_out)  # kernel (kH, kW, nOut, nIn)
+
+
+def _kernel_and_bias(walker: _Walker, module: T7Module, weight: np.ndarray, n_out: int) -> dict:
+    """A Torch7 4-D kernel (a, b, kH, kW) as TF's (kH, kW, b, a), plus the module's bias if it has one."""
+    params = {"kernel": np.ascontiguousarray(weight.transpose(2, 3, 1, 0).astype(walker.dtype))}
     bias = module.optional_array("bias")
     if bias is not None:
         params["bias"] = _vector(module, bias, n_out, walker.dtype)
-    return hp, params, int(n_out)
+    return params
 
 
 def _instnorm(walker: _Walker, module: T7Module, channels: Channels) -> tuple[dict, dict, Channels]:
