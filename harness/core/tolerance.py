@@ -54,8 +54,7 @@ errors in quadrature.
   A train-mode batch norm over one value per channel (a 1x1 coarsest level of a batch of one)
   outputs beta exactly.
 * **Batch norm in evaluate mode** (running statistics): a fixed affine map, ``rho_c * max|x_c|
-  gain_c`` carried, lifted halfway (geometric mean) towards the absolute bound ``e_c * gain_c``;
-  its own rounding as above, no statistics term. The mode is read off the reference trace
+  gain_c`` carried; its own rounding as above, no statistics term. The mode is read off the reference trace
   (whichever mode reproduces it), or given (``batchnorm=``).
 * **ReLU / LeakyReLU**: the absolute error is kept, except that a plane which stays below
   ``-e_c`` is scaled by ``negval`` (ReLU: 0); the relative error the next layer sees is taken
@@ -561,11 +560,6 @@ class _Walker:
             return np.where(total > 0, np.sqrt(((shares * rel[None, :]) ** 2).sum(axis=1)) / total, 0.0)
 
     @staticmethod
-    def _same_planes_absolute(carried: _Error, planes: int) -> np.ndarray:
-        channel = carried.channel
-        return channel if channel.size == planes else np.full(planes, float(np.max(channel, initial=0.0)))
-
-    @staticmethod
     def _same_planes(carried: _Error, planes: int) -> np.ndarray:
         rel = carried.relative
         return rel if rel.size == planes else np.full(planes, float(np.max(rel, initial=0.0)))
@@ -581,7 +575,6 @@ class _Walker:
         if norm.exact:
             return _Error.of(own * s_out, s_out, carried.amplification), norm.count, g
         rel = self._same_planes(carried, spread.size)
-        absolute = self._same_planes_absolute(carried, spread.size)
         rounding = own * np.hypot(2.0 * spread, s_out)
         if norm.renormalises:
             ill = g_c > self.g_ordinary
@@ -598,16 +591,8 @@ class _Walker:
             growth = np.where(ill, np.maximum(growth, float(norm.count) ** POOL_EXPONENT), growth)
             stats = own / self.u * u_stats * growth * spread
             excess = max(1.0, g / self.g_ordinary)
-        else:
-            # Running statistics: a fixed affine map, which multiplies the absolute error by the gain. The
-            # relative error kept (rel * spread) is lifted halfway (ACTIVATION_BLEND, geometric) towards that
-            # absolute bound: the full absolute bound is reached only by an error concentrated where the
-            # plane's values are small. Measured (docs/tolerances.md, "Larger sizes"): without the lift the
-            # demos pollock net on a random 256² picture reaches 0.983 of its bound (tf, path 1.1.1.1.1.2.12).
-            kept = rel * spread
-            with np.errstate(divide="ignore", invalid="ignore"):
-                lift = np.where(kept > 0, absolute * norm.gain / np.where(kept > 0, kept, 1.0), 1.0)
-            passed = here = kept * np.maximum(1.0, lift) ** ACTIVATION_BLEND
+        else:  # running statistics: a fixed affine map
+            passed = here = rel * spread
             stats = np.zeros_like(spread)
             excess = 1.0
         channel = np.sqrt(passed ** 2 + rounding ** 2 + stats ** 2)
