@@ -531,7 +531,7 @@ def test_concat_takes_the_first_branch_shape_and_copies_row_major() -> None:
                                                                "pad_b": bottom})
     x = np.arange(2 * 1 * 3 * 3, dtype=np.float64).reshape(2, 1, 3, 3)
     same = T7Module("nn.Concat", "", {"dimension": 2}, (branch("1", (0, 0, 0, 0)), branch("2", (1, 0, 0, 0))))
-    with pytest.raises(T7ModelError, match=r"nn\.Concat at the root module: sizes do not match: branch 2 outputs "
+    with pytest.raises(BackendError, match=r"nn\.Concat at the root module: sizes do not match: branch 2 outputs "
                                            r"2x1x3x4, but its slice of the output is 2x1x3x3"):
         load_network(same, "float64").forward(x)
     # 4 x 2 against 2 x 4: equal counts, so Torch7 silently copies the values in row-major order.

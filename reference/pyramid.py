@@ -20,7 +20,7 @@ from reference.normalization import batch_norm
 from reference.ops import InputError, Op, Run, Value, dims
 from reference.padding import circular_pad
 from reference.pooling import average_pool, upsample_nearest
-from t7file import T7ModelError, T7Module
+from t7file import T7ModelError, T7Module, describe_path
 
 
 @dataclass
@@ -43,10 +43,12 @@ class Concat(Op):
         for index, branch in enumerate(outputs, start=1):
             planes = branch.shape[1]
             if branch.size != batch * planes * height * width:
-                raise T7ModelError(f"sizes do not match: branch {index} outputs {dims(branch.shape)}, but its slice "
-                                   f"of the output is {dims((batch, planes, height, width))} (the first branch's "
-                                   f"size, {dims(outputs[0].shape)})", torch_class=self.torch_class,
-                                   lua_path=self.lua_path)
+                # An input size the pyramid cannot take: a request this runner cannot serve (BackendError), as
+                # the other implementations say it, not a broken file.
+                raise InputError(f"{self.torch_class} at {describe_path(self.lua_path)}: sizes do not match: branch "
+                                 f"{index} outputs {dims(branch.shape)}, but its slice of the output is "
+                                 f"{dims((batch, planes, height, width))} (the first branch's size, "
+                                 f"{dims(outputs[0].shape)})")
             out[:, offset:offset + planes] = branch.reshape(batch, planes, height, width)
             offset += planes
         return out, True
