@@ -23,9 +23,10 @@ errors in quadrature.
   quadrature, each weighted by how much it feeds output o: ``rho_mix_o^2 = sum_c (a_oc rho_c)^2 /
   sum_c a_oc^2`` with ``a_oc = |w_oc|_2 * r_c``. ``sqrt(K)`` is the growth of a sequential float32
   sum (Torch7's order; the worst faithful order measured: TF's grows like K^0.55, BLAS like K^0.1-0.3).
-  A **1x1 convolution** mixes the channels of one pixel, whose errors share their upstream and are not
-  independent: its carried part is taken against each input plane's own scale and multiplied by
-  ``MIX_1X1_GROWTH`` (measured at 128²-512² on the v1-era nets).
+  A **1x1 convolution** after a normalisation with statistics of its own input mixes planes whose
+  errors hold per-plane offsets (the statistics' rounding), which add coherently: its carried part is
+  taken against each input plane's own scale and multiplied by ``MIX_1X1_GROWTH`` (measured at
+  128²-512² on the v1-era nets).
   On mostly near-constant input planes (max |x_c| over the plane's range above ``G``: a flat picture)
   the terms are all alike and their roundings add up: ``K^POOL_EXPONENT`` instead of ``sqrt(K)``
   (measured: the demos nets on a nearly flat picture, where sqrt(K) was exceeded 1.47-1.87x).
@@ -112,11 +113,13 @@ FLAT_TRANSFER = 1.5  # the same after an instance norm of mostly flat planes (me
 ACTIVATION_BLEND = 0.5  # an activation's relative error is taken against r^(1-b) * S_out^b
 TERMS_FLOOR = 0.5  # a convolution's scale A_o: max(S_o, 0.5 * sqrt(sum_c (|w_oc|_2 max|x_c|)^2))
 POOL_EXPONENT = 0.75  # growth of a sequential sum of n same-sign terms (pooling an image; a plane's statistics)
-# A 1x1 convolution mixes the channels of one pixel, and their errors share their upstream: the quadrature mix
-# (independent errors) underestimates what it carries. Measured on the v1-era nets' 1x1 convolutions at 128²-512²
-# (docs/tolerances.md, "Larger sizes"): up to 1.29x (starry, final 1x1 conv, 512², Torch7's order); the carried
-# part is multiplied by this and taken against each input plane's own scale. Kernels of 3x3 and more sum over
-# neighbouring pixels too and stay within the quadrature mix (johnson generators: no change).
+# A 1x1 convolution mixes the channels of one pixel. After a normalisation with statistics of its own input (an
+# instance norm, a train-mode batch norm) the errors hold per-plane offsets, and the mix adds them coherently: the
+# quadrature mix (independent errors) underestimates what it carries. Measured on the v1-era nets' 1x1
+# convolutions at 128²-512² (docs/tolerances.md, "At the sizes users run"): up to 1.29x (starry, final 1x1 conv,
+# 512², Torch7's order); the carried part is multiplied by this and taken against each input plane's own scale.
+# Nets with running statistics only (the demos and doodle nets) stay within the quadrature mix; the johnson
+# generators have no 1x1 convolution.
 MIX_1X1_GROWTH = 1.3
 UNDETERMINED_RTOL = 0.5
 
@@ -495,6 +498,23 @@ class _Walker:
         self.budgets: dict[str, LayerBudget] = {}
         self.traced = set(trace)
         self.noise = _noise_kept_channels(root)
+        self.after_statistics = self._after_statistics(root)
+
+    def _after_statistics(self, root: T7Module) -> frozenset[str]:
+        """Lua paths that run after a normalisation with statistics of its own input (an instance norm, a batch
+        norm in train mode), in execution order: from there on the carried errors hold per-plane offsets (the
+        statistics' rounding shifts a whole plane), which add coherently where a 1x1 convolution mixes planes."""
+        after, seen = set(), False
+        for module in root.walk():
+            if seen:
+                after.add(module.lua_path)
+            if module.torch_class == IN_CLASS:
+                seen = True
+            elif module.torch_class in BN_CLASSES and module.lua_path in self.trace and module.lua_path in self.inputs:
+                mode = self.batchnorm or batch_norm_mode(module, self.inputs[module.lua_path],
+                                                         self.trace[module.lua_path])
+                seen = seen or mode == "train"
+        return frozenset(after)
 
     def local(self, module: T7Module, carried: _Error) -> tuple[_Error, int, float | None]:
         """One module run on an input carrying ``carried``: (its output's error, K or n, conditioning)."""
@@ -509,9 +529,10 @@ class _Walker:
             # taken as at least TERMS_FLOOR of their incoherent sum.
             terms = np.sqrt(((tap_norms(module) * _channel_scales(x)[None, :]) ** 2).sum(axis=1))
             scale = np.maximum(s_out, TERMS_FLOOR * terms)
-            one_by_one = cls in CONV_CLASSES and module.integer("kH") * module.integer("kW") == 1
-            mixed = self._mixed(module, x, carried, own_scale=one_by_one)
-            growth = MIX_1X1_GROWTH if one_by_one else 1.0
+            coherent = (cls in CONV_CLASSES and module.integer("kH") * module.integer("kW") == 1
+                        and module.lua_path in self.after_statistics)
+            mixed = self._mixed(module, x, carried, own_scale=coherent)
+            growth = MIX_1X1_GROWTH if coherent else 1.0
             # Near-constant input planes give terms that are all alike: their roundings add up like a pooling
             # window's (k^POOL_EXPONENT), not like random ones (sqrt(k)).
             summed = k ** POOL_EXPONENT if _mostly_near_constant(x, self.g_ordinary) else math.sqrt(k)
