@@ -366,3 +366,29 @@ def test_near_flat_picture_on_a_running_statistics_net_is_bounded():
     with mock.patch.object(tolerance, "_mostly_near_constant", lambda *_: False):
         assert not run_drift(path, x, ["reference-float32"], seed=0).backends[0].passed, \
             "the case must need the rule: without it a faithful backend fails"
+
+
+def test_one_by_one_growth_needs_statistics_upstream():
+    """Running-statistics batch norms shift no planes: the demos nets' 1x1 convolutions keep the quadrature mix
+    (with the growth everywhere their output bounds were 160-670x the measured error, docs/tolerances.md)."""
+    from unittest import mock
+
+    from contract.families import detect_family, image_to_input
+    from fileio.errors import UserError
+    from harness.core.noise import draw_noise
+    from harness.core.registry import get_backend
+    from zoo import resolve_model
+
+    try:
+        root = load_module_tree(resolve_model("pollock", download=False))
+    except UserError as error:  # not on this machine (no ../shared, no cache): no download in the suite
+        pytest.skip(str(error))
+    x = image_to_input(input_array("photo 64x64"), detect_family(root)).astype(np.float32).astype(np.float64)
+    noise = draw_noise(root, x.shape, 0, "float32")
+    judge = load_runner(get_backend("reference"), root, "float64", root=root)
+    trace = forward(judge, x, trace=True, noise={p: a.astype(np.float64) for p, a in noise.items()})[1]
+    assert any(m.torch_class == "nn.SpatialConvolution" and m.integer("kH") * m.integer("kW") == 1
+               for m in root.walk()), "the demos net has 1x1 convolutions"
+    with_growth = tolerance.layer_budgets(root, x, trace, "float32")
+    with mock.patch.object(tolerance, "MIX_1X1_GROWTH", 1.0):
+        assert tolerance.layer_budgets(root, x, trace, "float32") == with_growth
