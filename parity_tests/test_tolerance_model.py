@@ -291,7 +291,8 @@ def test_torch7_float32_on_the_ill_conditioned_style_net_is_bounded_honestly():
 def test_float32_statistics_of_repeated_values_grow_like_their_multiplicities():
     """A photo's planes repeat their 8-bit levels, and equal terms round alike when added to the same partial sum:
     a sequential float32 sum of them leaves u*sqrt(n) behind (TF Lite's statistics at 512², docs/tolerances.md
-    "Larger sizes"). The growth is sqrt(sum_j n_j^2) over the multiplicities; distinct values keep sqrt(n)."""
+    "At the sizes users run"). The growth covers sqrt(sum_j n_j^2) over the multiplicities and the plane's own
+    measured sequential sums."""
     u, n = 2.0**-24, 512 * 512
     rng = np.random.default_rng(0)
     levels = (rng.integers(100, 200, n) / 255).astype(np.float32)
@@ -307,7 +308,8 @@ def test_float32_statistics_of_repeated_values_grow_like_their_multiplicities():
 
     assert measured(levels) > 2 * math.sqrt(n), "the repeated levels must exceed the random-rounding growth"
     assert measured(levels) < growth(levels) < n
-    assert measured(distinct) < growth(distinct) == pytest.approx(math.sqrt(n), rel=0.01)
+    # Distinct values: at least the random-rounding growth, and what their own sequential sums measure.
+    assert max(measured(distinct), math.sqrt(n)) <= growth(distinct) < growth(levels)
     # Double statistics (Torch7's): the term is negligible whatever the growth, so it is not computed.
     module = load_module_tree(MODELS["pretrained"]).find("4")
     assert tolerance.statistics_growth(module, levels.reshape(1, 1, 512, 512), "float32", 2.0**-53, n, u)[0] \

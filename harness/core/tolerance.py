@@ -375,12 +375,14 @@ _SCALES: dict[int, tuple[weakref.ref, object]] = {}
 
 def statistics_growth(module: T7Module, x: np.ndarray, dtype: str, u_stats: float, count: int, u: float
                       ) -> np.ndarray:
-    """Per channel of a normalisation's input ``x``: how the rounding of a sequential sum of its ``count``
-    statistics terms grows, in units of ``u_stats`` times the sum. Random roundings grow like sqrt(count); terms
-    that are equal in the run dtype round alike when added to the same partial sum, so a plane whose values
-    repeat (a photo's 8-bit levels, a padded border) grows like sqrt(sum_j n_j^2) over the multiplicities n_j
-    of its distinct values: sqrt(count) when all differ, count when all are alike (measured: TF Lite's float32
-    statistics on photos at 256²-512², docs/tolerances.md "Larger sizes").
+    """Per channel of a normalisation's input ``x``: how the rounding of its statistics' sums grows, in units of
+    ``u_stats`` times the sum. Random roundings grow like sqrt(count), but a float32 sum of many terms strays
+    further: terms that are equal round alike when added to the same partial sum (a photo's 8-bit levels: a
+    plane grows like sqrt(sum_j n_j^2) over the multiplicities n_j of its distinct values), and so do runs of
+    similar neighbours (a smooth feature map). So the growth is also measured: the sequential sums, in the
+    accumulator's precision, of the plane's own values and of their squared deviations, against the exact
+    sums. The largest of the three (and sqrt(count)) is the growth (measured need: TF Lite's float32
+    statistics at 256²-512², docs/tolerances.md "At the sizes users run").
 
     Computed only where it can matter: when u_stats * count is below a thousandth of ``u`` (double statistics
     of any image up to ~500k pixels per plane) the term is under a thousandth of the normalisation's own
@@ -389,20 +391,39 @@ def statistics_growth(module: T7Module, x: np.ndarray, dtype: str, u_stats: floa
     if count <= 1 or u_stats * count < 1e-3 * u:
         return np.full(channels, math.sqrt(max(count, 1)))
     per_sample = module.torch_class == IN_CLASS  # an instance norm sums per (sample, channel), a batch norm per channel
-    return _memo(x, f"alike-{dtype}-{per_sample}", lambda a: _repeated_terms_growth(a, dtype, per_sample))
+    accumulator = "float32" if u_stats == UNIT_ROUNDOFF["float32"] else "float64"
+    return _memo(x, f"sum-growth-{dtype}-{accumulator}-{per_sample}",
+                 lambda a: np.maximum(math.sqrt(count), _sum_growth(a, dtype, accumulator, per_sample)))
 
 
-def _repeated_terms_growth(x: np.ndarray, dtype: str, per_sample: bool) -> np.ndarray:
-    """sqrt(sum_j n_j^2) per channel (the largest over the samples when ``per_sample``)."""
+def _planes(x: np.ndarray, dtype: str, per_sample: bool):
+    """(sample, channel) planes as rows of the run dtype's values: per sample for an instance norm, the whole
+    batch per channel for a batch norm (N, H, W in row-major order)."""
     values = np.asarray(x).astype(dtype, copy=False)
     n, c = values.shape[:2]
-    rows = values.reshape(n, c, -1) if per_sample else np.moveaxis(values, 1, 0).reshape(1, c, -1)
-    growth = np.zeros(c)
+    return values.reshape(n, c, -1) if per_sample else np.moveaxis(values, 1, 0).reshape(1, c, -1)
+
+
+def _sum_growth(x: np.ndarray, dtype: str, accumulator: str, per_sample: bool) -> np.ndarray:
+    """Per channel, the largest over the samples of: sqrt(sum_j n_j^2) over the multiplicities of equal values,
+    and the measured error of a sequential ``accumulator`` sum of the values (in units of u * sum |x|) and of
+    their squared deviations from the mean (in units of u * that sum)."""
+    rows = _planes(x, dtype, per_sample)
+    unit = UNIT_ROUNDOFF[accumulator]
+    growth = np.zeros(rows.shape[1])
     for sample in rows:
-        for channel, row in enumerate(np.sort(sample, axis=1)):
-            starts = np.flatnonzero(np.concatenate(([True], row[1:] != row[:-1])))
-            lengths = np.diff(np.append(starts, row.size)).astype(np.float64)
-            growth[channel] = max(growth[channel], math.sqrt(float(np.sum(lengths ** 2))))
+        for channel, row in enumerate(sample):
+            ordered = np.sort(row)
+            starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+            lengths = np.diff(np.append(starts, ordered.size)).astype(np.float64)
+            exact = row.astype(np.float64)
+            deviations = (exact - exact.mean()) ** 2
+            measured = [math.sqrt(float(np.sum(lengths ** 2)))]
+            for terms, total in ((exact, float(np.abs(exact).sum())), (deviations, float(deviations.sum()))):
+                if total > 0:
+                    sequential = float(np.cumsum(terms.astype(accumulator), dtype=accumulator)[-1])
+                    measured.append(abs(sequential - float(terms.sum())) / (unit * total))
+            growth[channel] = max(growth[channel], *measured)
     return growth
 
 
