@@ -123,6 +123,18 @@ def worst(measured: dict, case: Case, budgets) -> tuple[float, str]:
     return ratios[path], path
 
 
+def judged(case: Case, measured: dict, budgets) -> tuple[float, str, object, float]:
+    """(worst ratio, its path, the output's budget, the measured output's relative error) of one run."""
+    r, path = worst(measured, case, budgets)
+    last = tolerance.output_budget(case.root, budgets)
+    return r, path, last, rel(measured[last.lua_path], case.trace[last.lua_path])
+
+
+def with_torch7_order(backends: dict) -> dict:
+    """The backends, and the reference in Torch7's own float32 summation order ("torch7-order")."""
+    return {**backends, "torch7-order": torch7_order()}
+
+
 # -- runners in other summation orders and precisions (the reference with one op replaced) ----------------------
 
 
@@ -435,8 +447,7 @@ def validation(held_out: list[Case], flat: list[Case], narrow_fit: list[Case], b
           "output | worst ratio | at path | undetermined paths |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     overall = 0.0
-    runners = dict(backends)
-    runners["torch7-order"] = torch7_order()
+    runners = with_torch7_order(backends)
     for name, backend in runners.items():
         statistics = tolerance.instance_norm_statistics(backend)
         for dtype in ("float32",) if name not in ("reference", "torch", "tf") else backend.dtypes:
@@ -451,10 +462,8 @@ def validation(held_out: list[Case], flat: list[Case], narrow_fit: list[Case], b
                     except (AttributeError, NotImplementedError, BackendError):
                         continue
                     budgets = case.budgets(tolerance, dtype, view, statistics=statistics)
-                    r, path = worst(measured, case, budgets)
+                    r, path, last, measured_out = judged(case, measured, budgets)
                     overall = max(overall, r)
-                    last = tolerance.output_budget(case.root, budgets)
-                    measured_out = rel(measured[last.lua_path], case.trace[last.lua_path])
                     loose = last.rtol / measured_out if measured_out > 0 else np.inf
                     undetermined = sum(not b.determined for b in budgets.values())
                     print(f"| {name} | {dtype} | {case.name} | {view} | {measured_out:.2e} | {last.rtol:.2e} | "
@@ -522,16 +531,13 @@ def v1(cases: list[Case], backends: dict) -> float:
           "worst ratio | at path | amplification at the output |")
     print("|---|---|---|---|---|---|---|---|---|")
     overall = 0.0
-    runners = dict(backends)
-    runners["torch7-order"] = torch7_order()
+    runners = with_torch7_order(backends)
 
     def row(name, case, measured):
         nonlocal overall
         budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runners.get(name)))
-        r, path = worst(measured, case, budgets)
+        r, path, last, out = judged(case, measured, budgets)
         overall = max(overall, r)
-        last = tolerance.output_budget(case.root, budgets)
-        out = rel(measured[last.lua_path], case.trace[last.lua_path])
         print(f"| {name} | {case.name} | {case.batchnorm} | {out:.2e} | {last.rtol:.2e} | "
               f"{last.rtol / out if out else np.inf:.1f} | {r:.3f} | {path} | {last.amplification:.3g} |")
 
@@ -623,8 +629,7 @@ def sizes(cases, backends: dict) -> float:
     print("## 7. Larger sizes (held out): 128² to 512², accumulated, float32\n")
     print("| case | runner | worst ratio | at path | output rel. error | output rtol allowed | allowed / measured |")
     print("|---|---|---|---|---|---|---|")
-    runners = dict(backends)
-    runners["torch7-order"] = torch7_order()
+    runners = with_torch7_order(backends)
     overall = 0.0
     for _, make in cases:
         case = make()
@@ -635,10 +640,8 @@ def sizes(cases, backends: dict) -> float:
                 print(f"| {case.name} | {name} | not run: {type(error).__name__}: {str(error)[:80]} | | | | |")
                 continue
             budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
-            r, path = worst(measured, case, budgets)
+            r, path, last, out = judged(case, measured, budgets)
             overall = max(overall, r)
-            last = tolerance.output_budget(case.root, budgets)
-            out = rel(measured[last.lua_path], case.trace[last.lua_path])
             print(f"| {case.name} | {name} | {r:.3f} | {path} | {out:.2e} | {last.rtol:.2e} | "
                   f"{last.rtol / out if out else np.inf:.1f} |", flush=True)
             del measured
