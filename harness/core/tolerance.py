@@ -519,7 +519,14 @@ class _Walker:
         self.budgets: dict[str, LayerBudget] = {}
         self.traced = set(trace)
         self.noise = _noise_kept_channels(root)
+        self.normalisations: dict[str, _Normalisation] = {}  # by Lua path, each read once (a BN's mode off the trace)
         self.after_statistics = self._after_statistics(root)
+
+    def normalisation(self, module: T7Module) -> _Normalisation:
+        path = module.lua_path
+        if path not in self.normalisations:
+            self.normalisations[path] = _normalisation(module, self.inputs[path], self.trace[path], self.batchnorm)
+        return self.normalisations[path]
 
     def _after_statistics(self, root: T7Module) -> frozenset[str]:
         """Lua paths that run after a normalisation with statistics of its own input (an instance norm, a batch
@@ -531,10 +538,8 @@ class _Walker:
                 after.add(module.lua_path)
             if module.torch_class == IN_CLASS:
                 seen = True
-            elif module.torch_class in BN_CLASSES and module.lua_path in self.trace and module.lua_path in self.inputs:
-                mode = self.batchnorm or batch_norm_mode(module, self.inputs[module.lua_path],
-                                                         self.trace[module.lua_path])
-                seen = seen or mode == "train"
+            elif module.torch_class in BN_CLASSES and module.lua_path in self.inputs and module.lua_path in self.trace:
+                seen = seen or self.normalisation(module).renormalises
         return frozenset(after)
 
     def local(self, module: T7Module, carried: _Error) -> tuple[_Error, int, float | None]:
@@ -610,7 +615,7 @@ class _Walker:
                     ) -> tuple[_Error, int, float | None]:
         s_out = _channel_scales(y)
         own = self.c * self.u
-        norm = _normalisation(module, x, y, self.batchnorm)
+        norm = self.normalisation(module)
         spread = norm.spread
         g_c = _per_channel_conditioning(spread, s_out)
         g = float(np.max(g_c, initial=1.0))
