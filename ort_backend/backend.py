@@ -73,18 +73,20 @@ class OnnxRuntimeBackend:
 
         if not isinstance(model, T7Module) and Path(model).suffix.lower() == ".onnx":
             return OnnxRuntimeRunner(onnx.load(str(model)), None, self.num_threads, None)
-        digest = None if isinstance(model, T7Module) else _file_digest(model)
-        if digest is not None and batchnorm is not None and (digest, dtype, batchnorm) in _EXPORTS:
-            return self._memoised((digest, dtype, batchnorm))
         from contract.families import batchnorm_mode
         from torch_impl.export import export_onnx
         from torch_impl.structure import fixed_input_width
 
-        root = model if isinstance(model, T7Module) else load_module_tree(model)
+        digest = None if isinstance(model, T7Module) else _file_digest(model)
+        root = model if isinstance(model, T7Module) else None
+        if root is None and batchnorm is None:  # the memo's key needs the family's mode
+            root = load_module_tree(model)
         # torch_impl builds batch norms in the family's mode when none is given: the same export.
         key = None if digest is None else (digest, dtype, batchnorm or batchnorm_mode(root))
         if key in _EXPORTS:
             return self._memoised(key)
+        if root is None:
+            root = load_module_tree(model)
         with tempfile.TemporaryDirectory(prefix="texture-nets-onnx-") as folder:
             path = Path(folder) / "model.onnx"
             try:
