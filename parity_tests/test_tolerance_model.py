@@ -316,26 +316,47 @@ def test_float32_statistics_of_repeated_values_grow_like_their_multiplicities():
         == math.sqrt(n)
 
 
-def test_one_by_one_convolutions_carry_more_than_the_quadrature_mix(budgets):
-    """The v1 nets' 1x1 convolutions mix the channels of one pixel, whose errors are not independent: their carried
-    part grows by MIX_1X1_GROWTH (measured, docs/tolerances.md "Larger sizes"); the johnson generators have none."""
-    from unittest import mock
+def _known_model(name: str):
+    """The file of a known real model; skips when it is not on this machine (no ../shared, no cache: no download
+    in the suite)."""
+    from fileio.errors import UserError
+    from zoo import resolve_model
 
+    try:
+        return resolve_model(name, download=False)
+    except UserError as error:
+        pytest.skip(str(error))
+
+
+def _real_model_photo_trace(name: str):
+    """(root, x, float64 reference trace) of a known real model on the 64x64 photo, its noise drawn with seed 0."""
     from contract.families import detect_family, image_to_input
     from harness.core.noise import draw_noise
     from harness.core.registry import get_backend
-    from zoo import resolve_model
 
-    root = load_module_tree(resolve_model("starry", download=False))
+    root = load_module_tree(_known_model(name))
     x = image_to_input(input_array("photo 64x64"), detect_family(root)).astype(np.float32).astype(np.float64)
     noise = draw_noise(root, x.shape, 0, "float32")
     judge = load_runner(get_backend("reference"), root, "float64", root=root)
-    trace = forward(judge, x, trace=True, noise={p: a.astype(np.float64) for p, a in noise.items()})[1]
+    return root, x, forward(judge, x, trace=True, noise={p: a.astype(np.float64) for p, a in noise.items()})[1]
+
+
+def _one_by_one_convolutions(root) -> list[str]:
+    return [m.lua_path for m in root.walk() if m.torch_class == "nn.SpatialConvolution"
+            and m.integer("kH") * m.integer("kW") == 1]
+
+
+def test_one_by_one_convolutions_carry_more_than_the_quadrature_mix(budgets):
+    """The v1 nets' 1x1 convolutions mix the channels of one pixel, whose errors are not independent: their carried
+    part grows by MIX_1X1_GROWTH (measured, docs/tolerances.md "At the sizes users run"); the johnson generators
+    have none."""
+    from unittest import mock
+
+    root, x, trace = _real_model_photo_trace("starry")  # bundled: never skipped
     grown = tolerance.layer_budgets(root, x, trace, "float32")
     with mock.patch.object(tolerance, "MIX_1X1_GROWTH", 1.0):
         plain = tolerance.layer_budgets(root, x, trace, "float32")
-    one_by_one = [m.lua_path for m in root.walk() if m.torch_class == "nn.SpatialConvolution"
-                  and m.integer("kH") * m.integer("kW") == 1]
+    one_by_one = _one_by_one_convolutions(root)
     assert one_by_one and "8.2" in one_by_one
     assert grown["8.2"].error_bound > 1.05 * plain["8.2"].error_bound
     for path in one_by_one:
@@ -352,14 +373,9 @@ def test_near_flat_picture_on_a_running_statistics_net_is_bounded():
     from unittest import mock
 
     from contract.families import detect_family, image_to_input
-    from fileio.errors import UserError
     from harness.drift.analysis import run_drift
-    from zoo import resolve_model
 
-    try:
-        path = resolve_model("pollock", download=False)
-    except UserError as error:  # not on this machine (no ../shared, no cache): no download in the suite
-        pytest.skip(str(error))
+    path = _known_model("pollock")
     n = 64
     yy, xx = np.mgrid[0:n, 0:n] / n
     x = image_to_input(0.5 + 0.01 * np.stack([xx, yy, xx])[None], detect_family(load_module_tree(path)))
@@ -375,22 +391,8 @@ def test_one_by_one_growth_needs_statistics_upstream():
     (with the growth everywhere their output bounds were 160-670x the measured error, docs/tolerances.md)."""
     from unittest import mock
 
-    from contract.families import detect_family, image_to_input
-    from fileio.errors import UserError
-    from harness.core.noise import draw_noise
-    from harness.core.registry import get_backend
-    from zoo import resolve_model
-
-    try:
-        root = load_module_tree(resolve_model("pollock", download=False))
-    except UserError as error:  # not on this machine (no ../shared, no cache): no download in the suite
-        pytest.skip(str(error))
-    x = image_to_input(input_array("photo 64x64"), detect_family(root)).astype(np.float32).astype(np.float64)
-    noise = draw_noise(root, x.shape, 0, "float32")
-    judge = load_runner(get_backend("reference"), root, "float64", root=root)
-    trace = forward(judge, x, trace=True, noise={p: a.astype(np.float64) for p, a in noise.items()})[1]
-    assert any(m.torch_class == "nn.SpatialConvolution" and m.integer("kH") * m.integer("kW") == 1
-               for m in root.walk()), "the demos net has 1x1 convolutions"
+    root, x, trace = _real_model_photo_trace("pollock")
+    assert _one_by_one_convolutions(root), "the demos net has 1x1 convolutions"
     with_growth = tolerance.layer_budgets(root, x, trace, "float32")
     with mock.patch.object(tolerance, "MIX_1X1_GROWTH", 1.0):
         assert tolerance.layer_budgets(root, x, trace, "float32") == with_growth
