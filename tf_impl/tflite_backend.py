@@ -1,13 +1,19 @@
 """The ``tflite`` backend: the faithful port converted to TensorFlow Lite (the seed's smartphone goal), float32.
 
-Conversion: the code-built :class:`tf_impl.network.Generator` (or an exported
-SavedModel) is saved with two signatures, ``output`` and ``trace``, both on an
+Conversion: the code-built generator lowered for TF Lite
+(:mod:`tf_impl.tflite_lowering`: :class:`tf_impl.network.Generator` with each
+SpatialFullConvolution as CONV_2D + DEPTH_TO_SPACE, replication padding as
+STRIDED_SLICE + CONCATENATION, wide kernels on few planes and the 3-plane last layer
+rewritten to keep XNNPACK's pointers small), or an exported
+SavedModel as it is, saved with two signatures, ``output`` and ``trace``, both on an
 NHWC input ``x`` of dynamic shape ``[-1, -1, -1, C]`` plus one ``noise_<path>``
 input ``[-1, -1, -1, planes]`` per noise module, and converted with the stock
-``tf.lite.TFLiteConverter`` (built-in ops only: MIRROR_PAD for the stacked
-SYMMETRIC pads, PAD, CONV_2D, TRANSPOSE_CONV with a computed output shape,
-STRIDED_SLICE, MEAN/SQUARED_DIFFERENCE/RSQRT for the IN, SUM for batch-norm
-statistics, AVERAGE_POOL_2D, CONCATENATION, IF for a Concat's row-major copy).
+``tf.lite.TFLiteConverter`` (built-in ops only: PAD, CONV_2D, DEPTH_TO_SPACE,
+STRIDED_SLICE, CONCATENATION, MEAN/SQUARED_DIFFERENCE/RSQRT for the IN, SUM for
+batch-norm statistics, AVERAGE_POOL_2D, IF for a Concat's row-major copy). For the
+johnson generators every tensor's shape then follows the input's when the
+interpreter prepares, so TF Lite plans and reuses one arena and XNNPACK takes the
+whole graph (docs/benchmarks.md, "TF Lite at 2048²").
 
 TF Lite has no float64 reductions, so instance- and batch-norm statistics are
 float32 sums here (``instance_norm_statistics = "float32"``). The batch-norm mode
@@ -40,7 +46,6 @@ import numpy as np
 from contract import BackendError
 from t7file import T7Module
 from tf_impl.runner import (
-    build_generator,
     check_dtype,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -88,7 +93,7 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
                                "its instance or batch norms sum in float64, which TFLite lacks); convert the .t7 "
                                "instead") from None
         return with_metadata(blob, _metadata(metadata))
-    from tf_impl.network import FaithfulOps
+    from tf_impl.tflite_lowering import build_lowered_generator
 
     # TFLite has no float64 reductions: normalisation statistics stay float32 (its measured drift
     # is larger than the tf backend's for that reason; see docs/tolerances.md).
@@ -102,7 +107,9 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
         if source not in finished:
             finished[source] = with_metadata(raw, {**metadata, "source": source})
         return finished[source]
-    generator = build_generator(root, "float32", ops=FaithfulOps(double_statistics=False), batchnorm=mode)
+    # The graph lowered for TF Lite (tf_impl.tflite_lowering): every tensor's shape follows the input's at
+    # prepare time, so TF Lite plans and reuses its arena and XNNPACK takes the transposed convolutions and pads.
+    generator = build_lowered_generator(root, mode)
     with tempfile.TemporaryDirectory(prefix="texture_nets_tflite_") as tmp:
         tf.saved_model.save(generator, tmp, signatures={"output": generator.output_float32,
                                                         "trace": generator.trace_float32})
