@@ -144,3 +144,22 @@ def test_demo_runs_every_installed_backend(tmp_path, capsys):
     page = (tmp_path / "demo" / "index.html").read_text()
     assert page.count("<figure>") >= 3 * 2 and "not applicable" in page  # tf-seed on the v1 nets
     assert (tmp_path / "demo" / "demo.png").stat().st_size > 1000
+
+
+def test_malloc_policy_is_the_applications_and_yields_to_the_users(monkeypatch):
+    """harness/core/malloc.py: the command keeps freed pages for the next forward (glibc only), unless the user
+    opted out or tuned malloc already; the backends never touch malloc themselves."""
+    import platform
+
+    from harness.core import malloc
+
+    for name, value in (("TEXTURE_NETS_MALLOC", "default"), ("MALLOC_ARENA_MAX", "2"),
+                        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=0")):
+        with monkeypatch.context() as patched:
+            patched.setenv(name, value)
+            assert malloc._apply() is False, name
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert malloc.keep_freed_memory() is True and malloc.keep_freed_memory() is True  # once, then remembered
+    backends = subprocess.run([sys.executable, "-c", "import torch_impl.backend, tf_impl.backend, sys; "
+                               "print('harness.core.malloc' in sys.modules)"], capture_output=True, text=True)
+    assert backends.stdout.strip() == "False", backends.stderr

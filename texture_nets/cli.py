@@ -70,6 +70,9 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from harness.core.malloc import keep_freed_memory
+
+    keep_freed_memory()  # forwards reuse the freed pages of the one before (harness/core/malloc.py)
     with contextlib.ExitStack() as stack:
         if not getattr(args, "verbose", False):
             stack.enter_context(quiet_frameworks())

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from t7file import T7ModelError, T7Module
+from torch_impl.normalization import batch_norm_2d
 
 MODES = ("train", "evaluate")
 
@@ -29,6 +30,8 @@ MODES = ("train", "evaluate")
 class BatchNorm(nn.Module):
     """One batch norm; ``weight``/``bias`` hold gamma/beta for as many channels as the module can serve
     (more than its features when they are read from the flat storage)."""
+
+    owns_output = True  # a new tensor each call (torch_impl/inplace.py)
 
     def __init__(self, mode: str, gamma: torch.Tensor, beta: torch.Tensor, eps: float, features: int, *,
                  running_mean: torch.Tensor | None = None, invstd: torch.Tensor | None = None,
@@ -48,6 +51,13 @@ class BatchNorm(nn.Module):
             self.register_buffer("invstd", invstd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._normalize(x, None)
+
+    def forward_in_place(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values written over ``x`` (torch_impl/inplace.py decides when that is allowed)."""
+        return self._normalize(x, x)
+
+    def _normalize(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         channels = x.shape[1]
         gamma, beta = self.weight, self.bias
         if channels != gamma.numel():
@@ -55,21 +65,13 @@ class BatchNorm(nn.Module):
                 raise T7ModelError(f"{self.features} features cannot normalise {channels} channels: {self.note}",
                                    torch_class=self.torch_class, lua_path=self.lua_path)
             gamma, beta = gamma[:channels], beta[:channels]
+        if self.mode == "train":
+            return batch_norm_2d(x, gamma, beta, self.eps, out)
         shape = (1, channels, 1, 1)
-        if self.mode == "evaluate":
-            mean, invstd = self.running_mean[:channels].view(shape), self.invstd[:channels].view(shape)
-            centered = x - mean
-        else:
-            count = x.shape[0] * x.shape[2] * x.shape[3]
-            # (real) double sum / count: the sum is rounded to the element type first, then divided.
-            total = torch.sum(x, dim=(0, 2, 3), keepdim=True, dtype=torch.float64)
-            mean = total.to(x.dtype) / count
-            centered = x - mean
-            # Squares in the element type, summed in double; 1/sqrt in double, then rounded.
-            square_sum = torch.sum(centered * centered, dim=(0, 2, 3), keepdim=True, dtype=torch.float64)
-            invstd = (1.0 / torch.sqrt(square_sum / count + self.eps)).to(x.dtype)
+        mean = self.running_mean[:channels].view(shape)
+        centered = x - mean if out is None else torch.sub(x, mean, out=out)
         # ((x - mean) * invstd) * gamma + beta, in that order, in place on the one full-size temporary.
-        return centered.mul_(invstd).mul_(gamma.view(shape)).add_(beta.view(shape))
+        return centered.mul_(self.invstd[:channels].view(shape)).mul_(gamma.view(shape)).add_(beta.view(shape))
 
     def extra_repr(self) -> str:
         return f"{self.features}, mode={self.mode}, eps={self.eps:g}, channels<={self.weight.numel()}"

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from contract import BackendError
+from torch_impl.inplace import buffers_reusable, owns_output, run_in_place
+from torch_impl.normalization import instance_norm_2d
 
 NoiseTable = dict[str, torch.Tensor]
 
@@ -63,8 +65,14 @@ class LuaSequential(nn.Sequential):
 
     def forward(self, x, *noise):
         table = noise_table(noise, self.noise_paths)
+        reusable = buffers_reusable()
+        previous = None
         for child in self:
-            x = call(child, x, table)
+            # An activation or normalisation may overwrite the previous sibling's fresh, unobserved output
+            # (torch_impl/inplace.py); never the Sequential's own input.
+            result = run_in_place(child, x) if reusable and previous is not None and owns_output(previous) else None
+            x = call(child, x, table) if result is None else result
+            previous = child
         return x
 
     def forward_trace(self, x, *noise) -> tuple[torch.Tensor, ...]:
@@ -119,6 +127,8 @@ class ReplicationPad(nn.Module):
     against the Torch7 single-module case ``reppad_7_lm1_r2_t0_bm2``).
     """
 
+    owns_output = True  # a new tensor each call (torch_impl/inplace.py)
+
     def __init__(self, left: int, right: int, top: int, bottom: int):
         super().__init__()
         self.pads = (left, right, top, bottom)
@@ -144,8 +154,11 @@ class InstanceNorm(nn.Module):
     mean, ``x - mean``, ``invstd`` and the affine step are rounded to the input's
     type. So a constant plane gives exactly ``b``, as in Torch7 (PyTorch's
     float32 kernel leaves ~1e-8 of its mean behind, which 1/sqrt(eps) turns into
-    ~1e-5), and 1×1 planes work (``F.instance_norm`` refuses them).
+    ~1e-5), and 1×1 planes work (``F.instance_norm`` refuses them). The arithmetic
+    lives in torch_impl/normalization.py, shared with the batch norms.
     """
+
+    owns_output = True  # a new tensor each call (torch_impl/inplace.py)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, eps: float):
         super().__init__()
@@ -154,16 +167,11 @@ class InstanceNorm(nn.Module):
         self.eps = float(eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        count = x.shape[2] * x.shape[3]
-        # mean = (real) sum / n: the double sum is rounded first, then divided in the input's type.
-        # sum(dtype=float64) accumulates in double without materialising a float64 copy of x.
-        mean = torch.sum(x, dim=(2, 3), keepdim=True, dtype=torch.float64).to(x.dtype) / count
-        centered = x - mean
-        # invstd = (real) (1 / sqrt(sum((x - mean)^2) / n + eps)), squares in real, sum in double.
-        square_sum = torch.sum(centered * centered, dim=(2, 3), keepdim=True, dtype=torch.float64)
-        invstd = (1.0 / torch.sqrt(square_sum / count + self.eps)).to(x.dtype)
-        # ((x - mean) * invstd) * w + b in that order (same roundings), in place on the one full-size temporary.
-        return centered.mul_(invstd).mul_(self.weight.view(1, -1, 1, 1)).add_(self.bias.view(1, -1, 1, 1))
+        return instance_norm_2d(x, self.weight, self.bias, self.eps)
+
+    def forward_in_place(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values written over ``x`` (torch_impl/inplace.py decides when that is allowed)."""
+        return instance_norm_2d(x, self.weight, self.bias, self.eps, out=x)
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, eps={self.eps:g}"

@@ -27,6 +27,8 @@ class AveragePool(nn.Module):
     so exports stay small; an explicit chain of kH*kW additions made torch.export 3-4x slower.
     """
 
+    owns_output = True  # a new tensor each call (torch_impl/inplace.py)
+
     def __init__(self, kw: int, kh: int, dw: int, dh: int, lua_path: str = ""):
         super().__init__()
         self.kernel = (kh, kw)
@@ -69,6 +71,8 @@ class CircularPad(nn.Module):
     *not* an identity (it overwrites the input's border); pads of 2 or more copy padding zeros.
     Negative indices keep the graph free of the input size.
     """
+
+    owns_output = True  # torch.cat's new tensor (torch_impl/inplace.py)
 
     def __init__(self, left: int, right: int, top: int, bottom: int, lua_path: str = ""):
         super().__init__()

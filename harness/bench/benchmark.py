@@ -276,6 +276,9 @@ def _cpu_seconds() -> float:
 
 def _worker_main(spec_path: str, result_path: str) -> int:
     """``python -m harness.bench.benchmark --worker SPEC.json RESULT.json``: run :func:`measure`, write its result."""
+    from harness.core.malloc import keep_freed_memory
+
+    keep_freed_memory()  # what the texture-nets command runs with (harness/core/malloc.py)
     spec = json.loads(Path(spec_path).read_text())
     try:
         result = measure(**spec)
