@@ -26,8 +26,10 @@ def probe(backend: str, dtype: str, size: int, traced: bool) -> int:
     import numpy as np
 
     from fixtures import DEFAULT_MODEL
+    from harness.core.malloc import keep_freed_memory
     from harness.core.registry import get_backend
 
+    keep_freed_memory()  # as the texture-nets command runs (harness/core/malloc.py)
     runner = get_backend(backend).load(str(DEFAULT_MODEL), dtype)
     x = np.random.default_rng(0).random((1, 3, size, size)).astype(dtype)
     runner.forward(x, trace=traced)

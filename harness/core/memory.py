@@ -40,27 +40,28 @@ ITEMSIZE = {"float32": 4, "float64": 8}
 # 1.32.0), bundled narrow pretrained model, 1x3xSxS random input, S = 512 and 1024, one fresh process each
 # (python -m scripts/measure_memory.py, whose output lines are pasted below as they came). Each entry:
 # (backend, dtype, traced): (fixed MiB, factor), with the two peaks and activation sizes it was fitted to.
-# The untraced factors (0.24-0.35; TF Lite 2.3, torch float64 2.2) say how much of the activations a run
-# holds at once; traced runs keep them all (1.06-1.8; TF Lite 4.6).
+# The untraced factors (0.15-0.36; TF Lite 1.07, torch float64 2.26) say how much of the activations a run
+# holds at once; traced runs keep them all (0.88-1.08; TF Lite 2.66). Measured 2026-12-01 with the command's
+# malloc policy (harness/core/malloc.py), after the torch and TF Lite changes of docs/benchmarks.md.
 MEASURED: dict[tuple[str, str, bool], tuple[float, float]] = {
-    ('reference', 'float32', False): (57, 0.32),  # RSS 94 / 204 MiB, activations 113.4 / 452.9 MiB
-    ('reference', 'float32', True): (43, 1.06),  # RSS 164 / 524 MiB, activations 113.4 / 452.9 MiB
-    ('reference', 'float64', False): (70, 0.35),  # RSS 149 / 384 MiB, activations 226.9 / 905.8 MiB
-    ('reference', 'float64', True): (43, 1.11),  # RSS 294 / 1045 MiB, activations 226.9 / 905.8 MiB
-    ('torch', 'float32', False): (251, 0.30),  # RSS 285 / 387 MiB, activations 113.4 / 452.9 MiB
-    ('torch', 'float32', True): (244, 1.67),  # RSS 433 / 1001 MiB, activations 113.4 / 452.9 MiB
-    ('torch', 'float64', False): (230, 2.24),  # RSS 737 / 2256 MiB, activations 226.9 / 905.8 MiB
-    ('torch', 'float64', True): (230, 2.24),  # RSS 738 / 2256 MiB, activations 226.9 / 905.8 MiB
-    ('tf', 'float32', False): (538, 0.24),  # RSS 565 / 648 MiB, activations 113.4 / 452.9 MiB
-    ('tf', 'float32', True): (539, 1.77),  # RSS 740 / 1341 MiB, activations 113.4 / 452.9 MiB
-    ('tf', 'float64', False): (535, 0.28),  # RSS 599 / 791 MiB, activations 226.9 / 905.8 MiB
-    ('tf', 'float64', True): (540, 1.74),  # RSS 936 / 2118 MiB, activations 226.9 / 905.8 MiB
-    ('tf-seed', 'float32', False): (528, 0.28),  # RSS 560 / 654 MiB, activations 113.4 / 452.9 MiB
-    ('tf-seed', 'float32', True): (534, 1.75),  # RSS 732 / 1326 MiB, activations 113.4 / 452.9 MiB
-    ('tflite', 'float32', False): (610, 2.32),  # RSS 872 / 1658 MiB, activations 113.4 / 452.9 MiB
-    ('tflite', 'float32', True): (596, 4.55),  # RSS 1112 / 2655 MiB, activations 113.4 / 452.9 MiB
-    ('onnx', 'float32', False): (300, 0.35),  # RSS 340 / 461 MiB, activations 113.4 / 452.9 MiB
-    ('onnx', 'float32', True): (303, 1.82),  # RSS 509 / 1125 MiB, activations 113.4 / 452.9 MiB
+    ('reference', 'float32', False): (40, 0.35),  # RSS 80 / 200 MiB, activations 113.4 / 452.9 MiB
+    ('reference', 'float32', True): (43, 1.06),  # RSS 164 / 525 MiB, activations 113.4 / 452.9 MiB
+    ('reference', 'float64', False): (43, 0.35),  # RSS 124 / 364 MiB, activations 226.9 / 905.8 MiB
+    ('reference', 'float64', True): (48, 1.08),  # RSS 292 / 1023 MiB, activations 226.9 / 905.8 MiB
+    ('torch', 'float32', False): (255, 0.15),  # RSS 272 / 323 MiB, activations 113.4 / 452.9 MiB
+    ('torch', 'float32', True): (243, 0.88),  # RSS 343 / 640 MiB, activations 113.4 / 452.9 MiB
+    ('torch', 'float64', False): (235, 2.26),  # RSS 747 / 2279 MiB, activations 226.9 / 905.8 MiB
+    ('torch', 'float64', True): (235, 2.26),  # RSS 747 / 2279 MiB, activations 226.9 / 905.8 MiB
+    ('tf', 'float32', False): (533, 0.25),  # RSS 562 / 647 MiB, activations 113.4 / 452.9 MiB
+    ('tf', 'float32', True): (536, 0.96),  # RSS 645 / 970 MiB, activations 113.4 / 452.9 MiB
+    ('tf', 'float64', False): (545, 0.27),  # RSS 606 / 788 MiB, activations 226.9 / 905.8 MiB
+    ('tf', 'float64', True): (537, 0.93),  # RSS 747 / 1377 MiB, activations 226.9 / 905.8 MiB
+    ('tf-seed', 'float32', False): (529, 0.25),  # RSS 556 / 640 MiB, activations 113.4 / 452.9 MiB
+    ('tf-seed', 'float32', True): (530, 0.95),  # RSS 638 / 959 MiB, activations 113.4 / 452.9 MiB
+    ('tflite', 'float32', False): (632, 1.07),  # RSS 754 / 1118 MiB, activations 113.4 / 452.9 MiB
+    ('tflite', 'float32', True): (624, 2.66),  # RSS 926 / 1830 MiB, activations 113.4 / 452.9 MiB
+    ('onnx', 'float32', False): (305, 0.36),  # RSS 346 / 469 MiB, activations 113.4 / 452.9 MiB
+    ('onnx', 'float32', True): (309, 1.07),  # RSS 430 / 792 MiB, activations 113.4 / 452.9 MiB
 }
 # Backends not measured (plug-ins, module:factory specs): the most demanding measured factor, so an
 # unknown port is never estimated to need less than a known one.
