@@ -316,6 +316,37 @@ def test_float32_statistics_of_repeated_values_grow_like_their_multiplicities():
         == math.sqrt(n)
 
 
+def test_a_wholly_negative_leaky_plane_keeps_its_relative_error_into_a_running_statistics_batch_norm():
+    """LeakyReLU scales a plane that stays negative as a whole (x 0.01), its error with it: the relative error is
+    kept. Taken against the blended scale of a partly activated plane instead, it was understated 10x, and a
+    running-statistics batch norm of gain ~100 after it (the demos pollock net at 512²: a coarse level's
+    LeakyReLU then a batch norm at its upsampling) exceeded its bound on every faithful backend, up to 1.14x
+    (docs/tolerances.md, "A wholly negative LeakyReLU plane")."""
+    from harness.core.registry import get_backend
+    from parity_tests.strategies import batch_norm_module, conv_module, leaky_relu_module, sequential
+
+    rng = np.random.default_rng(5)
+    # one output plane of 16 x 3 x 3 taps, well below zero everywhere: the relu scales all of it
+    conv = conv_module("1", rng.normal(0.0, 0.1, (1, 16, 3, 3)), np.array([-8.0]))
+    norm = batch_norm_module("3", rng, 1)
+    norm.fields["running_mean"] = np.array([-0.08], np.float32)
+    norm.fields["running_var"] = np.array([1e-4], np.float32)  # gain ~100
+    root = sequential("", [conv, leaky_relu_module("2", 0.01), norm])
+    x = rng.uniform(0.0, 1.0, (1, 16, 48, 48)).astype(np.float32).astype(np.float64)
+    judge = load_runner(get_backend("reference"), root, "float64", root=root)
+    trace = forward(judge, x, trace=True)[1]
+    assert trace["1"].max() < -1.0
+    found = tolerance.layer_budgets(root, x, trace, "float32", batchnorm="evaluate")
+    gain = float(abs(tolerance.batch_norm_affine(norm, 1)[0][0])) / math.sqrt(1e-4 + 1e-5)
+    # the relu scales the conv's error by 0.01 and the fixed affine map multiplies it by its gain: at least that is
+    # allowed after it (with the blended scale: 3.1e-6, a fifth of it)
+    assert found["3"].error_bound >= 0.99 * gain * 0.01 * found["1"].error_bound
+    for backend in ("reference", "torch"):
+        run32 = load_runner(get_backend(backend), root, "float32", root=root)
+        measured = float(np.max(np.abs(forward(run32, x.astype(np.float32))[0] - trace["3"])))
+        assert measured <= found["3"].error_bound, (backend, measured, found["3"].error_bound)
+
+
 def _known_model(name: str):
     """The file of a known real model; skips when it is not on this machine (no ../shared, no cache: no download
     in the suite)."""
@@ -379,10 +410,13 @@ def test_near_flat_picture_on_a_running_statistics_net_is_bounded():
     n = 64
     yy, xx = np.mgrid[0:n, 0:n] / n
     x = image_to_input(0.5 + 0.01 * np.stack([xx, yy, xx])[None], detect_family(load_module_tree(path)))
-    report = run_drift(path, x, ["reference-float32"], seed=0)
-    assert report.backends[0].passed, [r.lua_path for r in report.backends[0].accumulated if r.status == "fail"]
+    report = run_drift(path, x, ["reference-float32", "torch"], seed=0)
+    for backend in report.backends:
+        assert backend.passed, [r.lua_path for r in backend.accumulated if r.status == "fail"]
+    # (at 64² the reference also passes without the rule since a LeakyReLU plane that stays negative keeps its
+    # relative error; torch's order still needs it: 1.1.1.1.1.2.7-8 fail)
     with mock.patch.object(tolerance, "_mostly_near_constant", lambda *_: False):
-        assert not run_drift(path, x, ["reference-float32"], seed=0).backends[0].passed, \
+        assert not run_drift(path, x, ["torch"], seed=0).backends[0].passed, \
             "the case must need the rule: without it a faithful backend fails"
 
 

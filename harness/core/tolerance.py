@@ -655,11 +655,16 @@ class _Walker:
         if channel.size != s_out.size:
             return _Error.of(np.full(s_out.size, carried.recorded), s_out, carried.amplification)
         # A plane that stays negative by more than its error is scaled by negval (ReLU: 0), error included.
-        channel = np.where(_channel_maxima(x) < -channel, negval * channel, channel)
+        negative = _channel_maxima(x) < -channel
+        channel = np.where(negative, negval * channel, channel)
         if negval:
             channel = np.hypot(channel, self.c * self.u * negval * _channel_scales(x))
+        # Such a plane is scaled as a whole, so its relative error is kept: its reference scales with it. (Blended
+        # like the others, it understated that error 1/sqrt(negval) = 10x, and a running-statistics batch norm of
+        # gain ~100 after it exceeded its bound: the demos pollock net at 512², docs/tolerances.md.)
         reference = np.where(carried.reference > 0,
-                             carried.reference ** (1 - ACTIVATION_BLEND) * s_out ** ACTIVATION_BLEND, s_out)
+                             np.where(negative, negval * carried.reference,
+                                      carried.reference ** (1 - ACTIVATION_BLEND) * s_out ** ACTIVATION_BLEND), s_out)
         return _Error(channel, reference, max(carried.recorded, float(np.max(channel, initial=0.0))),
                       carried.amplification, carried.flat)
 
