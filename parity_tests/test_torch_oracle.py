@@ -1,21 +1,23 @@
 """The PyTorch rebuild (torch_impl) against real Torch7: whole models at every trace key, single modules,
 and Torch7's conv/full-conv argument order on non-square cases checked against loops written here.
 
-Measured (torch 2.13.0+cpu, 1 and 2 threads give identical numbers), max |diff| / max |oracle| per array:
+Measured (torch 2.13.0+cpu), max |diff| / max |oracle| per array:
 
-| oracle run                                | output   | worst trace key      |
-|-------------------------------------------|----------|----------------------|
-| narrow_head_seed77_f32_32x32              | 1.91e-06 | 2.20e-06 (17.1.2.7)  |
-| narrow_head_seed77_f32_37x29              | 2.83e-06 | 2.97e-06 (24)        |
-| narrow_pretrained_seed78_f32_32x32        | 4.03e-06 | 5.15e-06 (14.1.2.7)  |
-| narrow_pretrained_seed78_f32_37x29        | 2.78e-06 | 3.43e-06 (14.1.2.7)  |
-| narrow_pretrained_seed78_f32_2x24x20      | 5.08e-06 | 5.24e-06 (23)        |
-| narrow_head_seed77_f64_32x32              | 3.23e-15 | (output only)        |
-| narrow_pretrained_seed78_f64_32x32        | 5.85e-15 | (output only)        |
-| johnson_head_seed1234_f32_64x64 (shared)  | 2.74e-06 | 4.88e-06 (17.1.2.7)  |
-| johnson_head_seed1234_f32_67x53 (shared)  | 3.01e-06 | 3.57e-06 (17.1.2.7)  |
-| johnson_head_seed1234_f64_64x64 (shared)  | 7.43e-15 |                      |
-| johnson_head_seed1234_f64_67x53 (shared)  | 7.78e-15 |                      |
+| oracle run                                | worst over the output and every trace key |
+|-------------------------------------------|-----------|
+| narrow_head_seed77_f32_32x32              | 2.1e-06   |
+| narrow_head_seed77_f32_37x29              | 3.3e-06   |
+| narrow_pretrained_seed78_f32_32x32        | 5.0e-06   |
+| narrow_pretrained_seed78_f32_37x29        | 3.8e-06   |
+| narrow_pretrained_seed78_f32_2x24x20      | 5.9e-06   |
+| narrow_head_seed77_f64_32x32              | 3.2e-15   |
+| narrow_pretrained_seed78_f64_32x32        | 5.9e-15   |
+| johnson_head_seed1234_f32_64x64 (shared)  | 4.2e-06   |
+| johnson_head_seed1234_f32_67x53 (shared)  | 3.7e-06   |
+| johnson_head_seed1234_f64_64x64 (shared)  | 7.4e-15   |
+| johnson_head_seed1234_f64_67x53 (shared)  | 7.8e-15   |
+
+(2026-12-01, channels-last float32 convolutions; `scripts/agreement_table.py --backend torch`.)
 
 Single-module Torch7 cases, worst per class: SpatialConvolution f32 6.4e-07 / f64 7.6e-16
 (conv_k9_p0_gen_3to32), SpatialFullConvolution f32 8.5e-08 / f64 4.7e-16, InstanceNormalization f32 0
@@ -27,19 +29,19 @@ The float32 whole-model error is the convolutions' summation order (PyTorch/oneD
 The real v1-era models (../shared/oracle/v1, docs/real-models.md), each run's own noise injected and its
 batch-norm mode, max |diff| / max(1, max |oracle|) over the output and every traced path of the file:
 
-| oracle run                        | torch float64 (output / worst path)   | torch float32 (output / worst path)   |
-|-----------------------------------|---------------------------------------|---------------------------------------|
-| v1_starry_c_64x64_f64             | 4.96e-14 / 1.04e-13 (1.2.8)           | (float64 run)                         |
-| v1_pebble_c_64x64_f64             | 1.38e-14 / 1.38e-14 (11)              | (float64 run)                         |
-| v1_starry_a_64x64_f32             | (float32 run)                         | 2.65e-05 / 3.80e-05 (1.2.8)           |
-| v1_pebble_a_64x64_f32             |                                       | 1.72e-05 / 1.72e-05 (11)              |
-| demos_starry_a_64x64_f32          |                                       | 3.61e-06 / 3.56e-06 (1.1.1.1.1.1.5.1) |
-| doodle_starry_night_a_64x64_f32   |                                       | 1.16e-05 / 1.70e-06 (2.2.7...2.4.2)   |
+| oracle run                        | torch, worst over the output and every path |
+|-----------------------------------|------------------|
+| v1_starry_c_64x64_f64             | 1.0e-13          |
+| v1_pebble_c_64x64_f64             | 1.4e-14          |
+| v1_starry_a_64x64_f32             | 5.8e-05 (output 5.82e-05; 2.65e-05 with the plain-layout convolutions before) |
+| v1_pebble_a_64x64_f32             | 3.1e-05 (output 3.13e-05; 1.72e-05 before) |
+| demos_starry_a_64x64_f32          | 4.8e-06 (output 3.3e-06; 3.61e-06 before) |
+| doodle_starry_night_a_64x64_f32   | 1.7e-05 (output 1.67e-05; 1.16e-05 before) |
 
 Torch7's own float32 output on these runs is 2.2e-6 (demos), 1.0e-5 (doodle), 2.0e-5 (pebble) and 4.9e-5
-(starry) from the exact forward of the same input (../shared/oracle/v1/README.md): torch float32 is as close
-to Torch7 as Torch7 is to exact arithmetic; its convolutions sum in oneDNN's order, not THBlas's, which the
-ill-conditioned batch norms of the style nets amplify (docs/real-models.md, "Float32 conditioning").
+(starry) from the exact forward of the same input (../shared/oracle/v1/README.md): torch float32 is within 1.6x
+of how close Torch7 is to exact arithmetic; its convolutions sum in oneDNN's channels-last order, not THBlas's,
+which the ill-conditioned batch norms of the style nets amplify (docs/real-models.md, "Float32 conditioning").
 """
 
 from __future__ import annotations
