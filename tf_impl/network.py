@@ -51,6 +51,10 @@ class FaithfulOps:
         return layers.conv2d_transpose(x, kernel, bias, (hp["dH"], hp["dW"]), (hp["padH"], hp["padW"]),
                                        (hp["adjH"], hp["adjW"]))
 
+    def reppad(self, spec: LayerSpec, x: tf.Tensor, state: dict) -> tf.Tensor:
+        hp = spec.hparams
+        return layers.replication_pad(x, hp["pad_l"], hp["pad_r"], hp["pad_t"], hp["pad_b"])
+
     def instnorm(self, spec: LayerSpec, x: tf.Tensor, scale: tf.Tensor | None, offset: tf.Tensor | None,
                  state: dict) -> tf.Tensor:
         return layers.instance_norm(x, scale, offset, spec.hparams["eps"], self.double_statistics)
@@ -156,7 +160,7 @@ class Generator(tf.Module):
         elif kind == "leakyrelu":
             x = layers.leaky_relu(x, hp["negval"])
         elif kind == "reppad":
-            x = layers.replication_pad(x, hp["pad_l"], hp["pad_r"], hp["pad_t"], hp["pad_b"])
+            x = self._ops.reppad(layer, x, state)
         elif kind == "circpad":
             x = layers.circular_pad(x, hp["pad_l"], hp["pad_r"], hp["pad_t"], hp["pad_b"])
         elif kind == "avgpool":

@@ -46,6 +46,7 @@ import numpy as np
 from contract import BackendError
 from t7file import T7Module
 from tf_impl.runner import (
+    build_generator,
     check_dtype,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -93,7 +94,7 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
                                "its instance or batch norms sum in float64, which TFLite lacks); convert the .t7 "
                                "instead") from None
         return with_metadata(blob, _metadata(metadata))
-    from tf_impl.tflite_lowering import build_lowered_generator
+    from tf_impl.tflite_lowering import LoweredOps
 
     # TFLite has no float64 reductions: normalisation statistics stay float32 (its measured drift
     # is larger than the tf backend's for that reason; see docs/tolerances.md).
@@ -109,7 +110,7 @@ def convert_to_tflite(model: str | Path | T7Module, *, batchnorm: str | None = N
         return finished[source]
     # The graph lowered for TF Lite (tf_impl.tflite_lowering): every tensor's shape follows the input's at
     # prepare time, so TF Lite plans and reuses its arena and XNNPACK takes the transposed convolutions and pads.
-    generator = build_lowered_generator(root, mode)
+    generator = build_generator(root, "float32", ops=LoweredOps(), batchnorm=mode)
     with tempfile.TemporaryDirectory(prefix="texture_nets_tflite_") as tmp:
         tf.saved_model.save(generator, tmp, signatures={"output": generator.output_float32,
                                                         "trace": generator.trace_float32})

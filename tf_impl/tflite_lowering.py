@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from t7file import T7Module, trace_paths
-from tf_impl.network import FaithfulOps, Generator
-from tf_impl.weights import LayerSpec, spec_from_module
+from tf_impl.network import FaithfulOps
+from tf_impl.weights import LayerSpec
 
 
 def phase_layout(k: int, s: int, p: int, adj: int) -> tuple[int, int, int, int, int]:
@@ -211,7 +210,7 @@ def _concat_by_fours(parts: list[tf.Tensor], axis: int) -> tf.Tensor:
 
 class LoweredOps(FaithfulOps):
     """:class:`FaithfulOps` with float32 statistics (TF Lite has no float64 sums), the lowered
-    SpatialFullConvolution and the column-unfolded wide SpatialConvolution."""
+    SpatialFullConvolution, the rewritten SpatialConvolution and replication padding by slices and concatenations."""
 
     name = "tflite"
 
@@ -228,23 +227,6 @@ class LoweredOps(FaithfulOps):
         return conv2d_transpose(x, kernel, bias, (hp["dH"], hp["dW"]), (hp["padH"], hp["padW"]),
                                 (hp["adjH"], hp["adjW"]))
 
-
-class LoweredGenerator(Generator):
-    """:class:`tf_impl.network.Generator` whose replication pads are slices and concatenations."""
-
-    def run(self, layer: LayerSpec, x, dtype: tf.DType, trace: dict | None = None, state: dict | None = None,
-            noise: dict | None = None):
-        if layer.kind != "reppad":
-            return super().run(layer, x, dtype, trace, state, noise)
-        hp = layer.hparams
-        x = replication_pad(x, hp["pad_l"], hp["pad_r"], hp["pad_t"], hp["pad_b"])
-        if trace is not None and layer.lua_path in self.trace_path_list:
-            trace[layer.lua_path] = x
-        return x
-
-
-def build_lowered_generator(root: T7Module, batchnorm: str) -> LoweredGenerator:
-    """The float32 generator for ``root`` as converted to TF Lite (``batchnorm``: the mode built in)."""
-    spec = spec_from_module(root, "float32", batchnorm=batchnorm)
-    return LoweredGenerator(spec, trace_paths(root), variable_dtype="float32", compute_dtypes=("float32",),
-                            ops=LoweredOps())
+    def reppad(self, spec: LayerSpec, x: tf.Tensor, state: dict) -> tf.Tensor:
+        hp = spec.hparams
+        return replication_pad(x, hp["pad_l"], hp["pad_r"], hp["pad_t"], hp["pad_b"])
