@@ -58,9 +58,9 @@ errors in quadrature.
   gain_c`` carried; its own rounding as above, no statistics term. The mode is read off the reference trace
   (whichever mode reproduces it), or given (``batchnorm=``).
 * **ReLU / LeakyReLU**: the absolute error is kept, except that a plane which stays below
-  ``-e_c`` is scaled by ``negval`` (ReLU: 0); the relative error the next layer sees is taken
-  against ``sqrt(r_c * S_c)``, between the scale before and after the activation
-  (ACTIVATION_BLEND: measured).
+  ``-e_c`` is scaled by ``negval`` (ReLU: 0), its scale with it (its relative error is kept); the
+  relative error the next layer sees of the other planes is taken against ``sqrt(r_c * S_c)``,
+  between the scale before and after the activation (ACTIVATION_BLEND: measured).
 * **Copies** (padding of any kind, nearest upsampling, Identity, TVLoss, NoiseFill,
   nn.Concat of branches): keep each channel's error; **noise** (GenNoise) is injected, exact: the
   channels it replaces carry no error. A **residual block** (ConcatTable + CAddTable) adds the
