@@ -275,7 +275,9 @@ def test_batch_norm_mode_is_read_off_the_trace_and_aliased_gammas_off_the_storag
 def test_torch7_float32_on_the_ill_conditioned_style_net_is_bounded_honestly():
     """starry a: a batch-norm channel with mean 1384 and std 2.7 amplifies float32 rounding ~1000x; Torch7's
     own float32 output lies 4.9e-5 of the scale from the float64 forward. The model says why (conditioning,
-    amplification) and bounds it within 10x."""
+    amplification) and bounds it within 100x: measured 75x. It was 6.6x while the batch norms after LeakyReLU
+    planes took the error against the activation's blended scale, which Torch7's own order exceeded on this net
+    at 768² (docs/tolerances.md, "Larger sizes")."""
     run = _v1_run("v1_starry_a_64x64_f32")
     root, (output, trace) = _reference_trace(run, "float64")
     found = tolerance.layer_budgets(root, run.input, trace, "float32", batchnorm=run.batchnorm)
@@ -283,7 +285,7 @@ def test_torch7_float32_on_the_ill_conditioned_style_net_is_bounded_honestly():
     out = tolerance.output_budget(root, found)
     assert out.amplification > 1
     measured = float(np.max(np.abs(run.output - output)))
-    assert measured <= out.error_bound <= 10 * measured, (measured, out.error_bound)
+    assert measured <= out.error_bound <= 100 * measured, (measured, out.error_bound)
     for path, expected in run.trace.items():
         assert np.max(np.abs(expected - trace[path])) <= found[path].error_bound, path
 
@@ -341,6 +343,41 @@ def test_a_wholly_negative_leaky_plane_keeps_its_relative_error_into_a_running_s
     # the relu scales the conv's error by 0.01 and the fixed affine map multiplies it by its gain: at least that is
     # allowed after it (with the blended scale: 3.1e-6, a fifth of it)
     assert found["3"].error_bound >= 0.99 * gain * 0.01 * found["1"].error_bound
+    for backend in ("reference", "torch"):
+        run32 = load_runner(get_backend(backend), root, "float32", root=root)
+        measured = float(np.max(np.abs(forward(run32, x.astype(np.float32))[0] - trace["3"])))
+        assert measured <= found["3"].error_bound, (backend, measured, found["3"].error_bound)
+
+
+def test_a_normalisation_after_a_partly_negative_leaky_plane_passes_on_the_absolute_error_times_its_gain():
+    """A batch norm maps every pixel of a plane by one affine map, so an error on the pixels the LeakyReLU keeps
+    reaches its output times the gain. The blended scale an activation hands a convolution (between the scales
+    before and after it) understated that transfer by sqrt(S/r): on the v1-era nets at 768² Torch7's own float32
+    order exceeded the bound (starry 1.31x, pollock 1.02x), TF Lite at 512² (docs/tolerances.md, "Larger
+    sizes")."""
+    from harness.core.registry import get_backend
+    from parity_tests.strategies import batch_norm_module, conv_module, leaky_relu_module, sequential
+
+    rng = np.random.default_rng(11)
+    weight = rng.normal(0.0, 1.0, (1, 16, 3, 3))
+    x = rng.uniform(0.0, 1.0, (1, 16, 48, 48)).astype(np.float32).astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(x[0], (3, 3), axis=(1, 2))
+    products = np.einsum("chwij,cij->hw", windows, weight[0])
+    # one plane that is mostly below zero, with a few pixels above it: its largest value 1, its smallest far below
+    bias = 1.0 - products.max()
+    conv = conv_module("1", weight, np.array([bias]))
+    norm = batch_norm_module("3", rng, 1)
+    norm.fields["running_mean"] = np.array([0.0], np.float32)
+    norm.fields["running_var"] = np.array([1.0 / 169], np.float32)  # gain ~13
+    root = sequential("", [conv, leaky_relu_module("2", 0.01), norm])
+    judge = load_runner(get_backend("reference"), root, "float64", root=root)
+    trace = forward(judge, x, trace=True)[1]
+    assert trace["1"].max() > 0.5 and trace["1"].min() < -10 * trace["1"].max()  # partly negative, mostly below
+    found = tolerance.layer_budgets(root, x, trace, "float32", batchnorm="evaluate")
+    gain = float(abs(tolerance.batch_norm_affine(norm, 1)[0][0])) / math.sqrt(1.0 / 169 + 1e-5)
+    # the pixels above zero keep the conv's error; the fixed affine map multiplies it by the gain (with the blended
+    # scale: a third of that)
+    assert found["3"].error_bound >= 0.99 * gain * found["1"].error_bound
     for backend in ("reference", "torch"):
         run32 = load_runner(get_backend(backend), root, "float32", root=root)
         measured = float(np.max(np.abs(forward(run32, x.astype(np.float32))[0] - trace["3"])))

@@ -59,8 +59,11 @@ errors in quadrature.
   (whichever mode reproduces it), or given (``batchnorm=``).
 * **ReLU / LeakyReLU**: the absolute error is kept, except that a plane which stays below
   ``-e_c`` is scaled by ``negval`` (ReLU: 0), its scale with it (its relative error is kept); the
-  relative error the next layer sees of the other planes is taken against ``sqrt(r_c * S_c)``,
-  between the scale before and after the activation (ACTIVATION_BLEND: measured).
+  relative error a convolution after it sees of the other planes is taken against ``sqrt(r_c * S_c)``,
+  between the scale before and after the activation (ACTIVATION_BLEND: measured on convolutions). A
+  normalisation takes every plane's error against the plane's own scale (``max |x_c|``): it maps the
+  pixels of a plane by one affine map, so it passes the absolute error on times the gain (with the blended
+  scale the v1-era nets' batch norms after a LeakyReLU exceeded their bounds at 512²-768²).
 * **Copies** (padding of any kind, nearest upsampling, Identity, TVLoss, NoiseFill,
   nn.Concat of branches): keep each channel's error; **noise** (GenNoise) is injected, exact: the
   channels it replaces carry no error. A **residual block** (ConcatTable + CAddTable) adds the
@@ -622,6 +625,15 @@ class _Walker:
         if norm.exact:
             return _Error.of(own * s_out, s_out, carried.amplification), norm.count, g
         rel = self._same_planes(carried, spread.size)
+        if carried.channel.size == spread.size:
+            # A normalisation maps each pixel of a plane by the same affine map: it passes on the absolute error
+            # times the gain, i.e. the relative error against the plane's own scale. An activation hands the next
+            # layer its error against a blended scale (ACTIVATION_BLEND, measured on convolutions, which mix
+            # planes); taken here, that blend understated the transfer (up to 1.72x per channel at 768²,
+            # docs/tolerances.md "Larger sizes").
+            s_in = _channel_scales(x)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel = np.maximum(rel, np.where(s_in > 0, carried.channel / s_in, 0.0))
         rounding = own * np.hypot(2.0 * spread, s_out)
         if norm.renormalises:
             ill = g_c > self.g_ordinary
