@@ -54,8 +54,8 @@ errors in quadrature.
   image: the error is then one perturbation of every plane, and later norms pass on ``g_c^1.5``).
   A train-mode batch norm over one value per channel (a 1x1 coarsest level of a batch of one)
   outputs beta exactly.
-* **Batch norm in evaluate mode** (running statistics): a fixed affine map, ``rho_c * max|x_c|
-  gain_c`` carried; its own rounding as above, no statistics term. The mode is read off the reference trace
+* **Batch norm in evaluate mode** (running statistics): a fixed affine map, ``e_c * gain_c`` carried (its
+  exact transfer); its own rounding as above, no statistics term. The mode is read off the reference trace
   (whichever mode reproduces it), or given (``batchnorm=``).
 * **ReLU / LeakyReLU**: the absolute error is kept, except that a plane which stays below
   ``-e_c`` is scaled by ``negval`` (ReLU: 0), its scale with it (its relative error is kept); the
@@ -650,8 +650,8 @@ class _Walker:
             growth = np.where(ill, np.maximum(growth, float(norm.count) ** POOL_EXPONENT), growth)
             stats = own / self.u * u_stats * growth * spread
             excess = max(1.0, g / self.g_ordinary)
-        else:  # running statistics: a fixed affine map
-            passed = here = rel * spread
+        else:  # running statistics: a fixed affine map, which multiplies every pixel's error by the gain
+            passed = here = carried.channel * norm.gain if carried.channel.size == spread.size else rel * spread
             stats = np.zeros_like(spread)
             excess = 1.0
         channel = np.sqrt(passed ** 2 + rounding ** 2 + stats ** 2)
