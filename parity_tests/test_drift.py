@@ -367,3 +367,16 @@ def test_tensorflow_backends_run_last_and_the_report_keeps_the_order_asked_for()
     assert [b.spec.text for b in report.backends] == ["tf", "reference-float32"]
     steps = [m for m in messages if m.startswith("[")]
     assert steps[0].startswith("[1/2] reference") and steps[1].startswith("[2/2] tf"), steps
+
+
+def test_a_smooth_input_is_named_in_the_notes_and_an_ordinary_one_is_not():
+    """The tolerances treat a smooth (upscaled) picture like a flat one downstream of its normalisations; the
+    report says so, with the roughness, so that a reader knows why its bounds are wider (docs/tolerances.md,
+    "Smooth pictures")."""
+    ramp = np.linspace(0.0, 1.0, 96)
+    smooth = np.stack([np.add.outer(ramp, ramp) / 2, np.outer(ramp, ramp), np.add.outer(ramp, -ramp) / 2 + 0.5])[None]
+    rough = np.random.default_rng(3).random((1, 3, 96, 96))
+    for x, named in ((smooth, True), (rough, False)):
+        report = run_drift(DEFAULT_MODEL, x, ["reference-float32"])
+        assert report.passed
+        assert any("smooth picture" in note for note in report.notes) is named, report.notes

@@ -51,7 +51,8 @@ errors in quadrature.
   terms are all alike. The bound recorded at the norm
   itself charges the full ``g_c`` (its measured single-layer transfer); what is passed on is
   renormalised by the next convolution, except after an instance norm of mostly flat planes (a flat
-  image: the error is then one perturbation of every plane, and later norms pass on ``g_c^1.5``).
+  image: the error is then one perturbation of every plane, and later norms pass on ``g_c^1.5``), and
+  likewise on a smooth picture (an upscaled one: ``input_roughness`` below ``SMOOTH_ROUGHNESS``).
   A train-mode batch norm over one value per channel (a 1x1 coarsest level of a batch of one)
   outputs beta exactly.
 * **Batch norm in evaluate mode** (running statistics): a fixed affine map, ``e_c * gain_c`` carried (its
@@ -125,6 +126,14 @@ POOL_EXPONENT = 0.75  # growth of a sequential sum of n same-sign terms (pooling
 # generators have no 1x1 convolution.
 MIX_1X1_GROWTH = 1.3
 UNDETERMINED_RTOL = 0.5
+# A smooth picture (an upscaled one) makes the rounding errors of neighbouring pixels alike: they stay one coherent
+# perturbation of each plane, which the next convolution does not renormalise, so the normalisations pass it on
+# like after a flat image (FLAT_TRANSFER). Roughness = mean |difference of neighbours| / mean |deviation from the
+# plane's mean| (input_roughness). Measured on the johnson narrow pretrained net (docs/tolerances.md, "Smooth
+# pictures"): with NORM_TRANSFER the faithful backends failed on pictures of roughness 0.017 (256² photo upscaled
+# to 2048², up to 1.98x), 0.039 (64² to 512², 1.18x) and 0.044 (16² to 256², 1.80x), and held on 0.050-0.076
+# (worst 0.82) and on every native-resolution photo (0.145-0.21) and random picture (1.33).
+SMOOTH_ROUGHNESS = 0.06
 
 COPY_CLASSES = frozenset({"nn.SpatialReplicationPadding", "nn.ReLU", "cudnn.ReLU", "nn.Identity", "nn.TVLoss",
                           "nn.SpatialCircularPadding", "nn.SpatialUpSamplingNearest", "nn.NoiseFill"})
@@ -514,8 +523,10 @@ class _Walker:
     """Carries each channel's error through the tree in execution order and records the budgets."""
 
     def __init__(self, root: T7Module, trace: dict[str, np.ndarray], inputs: dict[str, np.ndarray], dtype: str,
-                 view: str, c_rounding: float, g_ordinary: float, statistics: str, batchnorm: str | None):
+                 view: str, c_rounding: float, g_ordinary: float, statistics: str, batchnorm: str | None,
+                 smooth: bool = False):
         self.trace, self.inputs, self.dtype, self.view = trace, inputs, dtype, view
+        self.smooth = smooth  # the model's input is a smooth picture (SMOOTH_ROUGHNESS)
         self.statistics, self.batchnorm = statistics, batchnorm
         self.u = UNIT_ROUNDOFF[dtype]
         self.c, self.g_ordinary = c_rounding, g_ordinary
@@ -639,7 +650,7 @@ class _Walker:
             ill = g_c > self.g_ordinary
             with np.errstate(invalid="ignore"):
                 lifted = np.maximum(np.where(np.isfinite(g_c), g_c, 1.0), 1.0)
-                transfer = FLAT_TRANSFER if carried.flat else NORM_TRANSFER
+                transfer = FLAT_TRANSFER if carried.flat or self.smooth else NORM_TRANSFER
                 passed = np.where(ill, rel * spread, rel * s_out * lifted ** transfer)
                 here = np.where(ill, passed, rel * s_out * lifted)
             # The statistics' sums: random roundings grow like sqrt(n); terms that are equal in the run dtype
@@ -789,13 +800,29 @@ def layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.n
     inputs = module_inputs(root, np.asarray(x, dtype=np.float64), trace)
     walker = _Walker(root, trace, inputs, dtype, view,
                      rounding_constant(statistics) if c_rounding is None else c_rounding,
-                     G_ORDINARY if g_ordinary is None else g_ordinary, statistics, batchnorm)
+                     G_ORDINARY if g_ordinary is None else g_ordinary, statistics, batchnorm,
+                     smooth=input_roughness(x) < SMOOTH_ROUGHNESS)
     if view == "accumulated":
         s_in = _channel_scales(inputs[root.lua_path])
         walker.accumulated(root, _Error.of(np.zeros(s_in.size), s_in))
     else:
         walker.isolated(root)
     return {path: walker.budgets[path] for path in trace_paths(root)}
+
+
+def input_roughness(x: np.ndarray) -> float:
+    """How much neighbouring pixels of a picture differ, against how much its planes vary: the median over the
+    (sample, plane) pairs of N x C x H x W ``x`` of mean |x[i+1, j] - x[i, j]| and |x[i, j+1] - x[i, j]| over mean
+    |x - plane mean|. A native-resolution photo 0.15-0.2, a random picture ~1.3, a photo upscaled 8x ~0.02. inf
+    for what has no such planes (constant planes, 1-pixel ones, not 4-D: nothing is smooth there)."""
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 4 or a.shape[2] < 2 or a.shape[3] < 2:
+        return math.inf
+    steps = 0.5 * (np.abs(np.diff(a, axis=2)).mean(axis=(2, 3)) + np.abs(np.diff(a, axis=3)).mean(axis=(2, 3)))
+    spread = np.abs(a - a.mean(axis=(2, 3), keepdims=True)).mean(axis=(2, 3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(spread > 0, steps / spread, np.inf)
+    return float(np.median(ratios))
 
 
 def output_budget(root: T7Module, budgets: dict[str, LayerBudget]) -> LayerBudget:

@@ -63,7 +63,9 @@ from harness.core.runs import cast_noise, forward, has_batch_norm, load_runner
 from harness.core.shapes import ShapeError
 from harness.core.tolerance import (
     G_ORDINARY,
+    SMOOTH_ROUGHNESS,
     LayerBudget,
+    input_roughness,
     instance_norm_statistics,
     iter_conditioned,
     layer_budgets,
@@ -514,7 +516,7 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
                "noise": _noise_info(noise, seed, injected=noise_given)},
         baseline={"spec": base_spec.text, "backend": base_spec.backend, "dtype": base_spec.dtype,
                   "label": base_spec.label, "output_shape": list(base_output.shape)},
-        layers=layers, backends=results, notes=_notes(budgets, [keys[spec.text] for spec in specs]),
+        layers=layers, backends=results, notes=_input_notes(x) + _notes(budgets, [keys[spec.text] for spec in specs]),
         environment=environment, created=datetime.now(UTC).isoformat(timespec="seconds"),
         arrays={"input": x, "baseline_output": base_output}, baseline_trace=base_trace if keep_baseline else None,
     )
@@ -781,6 +783,16 @@ def _model_info(model, root: T7Module) -> dict[str, Any]:
         layout = "unknown"
     return {"source": "in-memory module tree" if isinstance(model, T7Module) else str(model), "layout": layout,
             "family": detect_family(root).name, "modules": sum(1 for _ in root.walk()) - 1}
+
+
+def _input_notes(x: np.ndarray) -> list[str]:
+    """What the tolerances assume of the input, when it is not an ordinary picture (a smooth, upscaled one)."""
+    roughness = input_roughness(x)
+    if roughness >= SMOOTH_ROUGHNESS:
+        return []
+    return [f"the input is a smooth picture (roughness {roughness:.3g}, below {SMOOTH_ROUGHNESS:g}: an upscaled one): "
+            "its rounding errors stay alike across neighbouring pixels, so the tolerances let the normalisations pass "
+            "them on as after a flat image (g^1.5 instead of g^0.3; docs/tolerances.md, \"Smooth pictures\")."]
 
 
 def _notes(budgets, keys: list[tuple[str, str]]) -> list[str]:
