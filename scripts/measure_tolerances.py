@@ -28,6 +28,7 @@ inputs and the very same noise).
 7. sizes (opt-in, 45-60 min on 2 cores, more with 768²): held out at the sizes users run, 128² to 768²: the
    eleven real models on the bundled photo at 128²-512² (and a random picture at 256²), five of them at 768²,
    and the johnson fit generators on the photo (and random at 256²), every runner including Torch7's order.
+8. smooth (opt-in, ~10 min): held out on pictures upscaled 4x-16x, the johnson fit generators, every runner.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from t7file import load_module_tree, trace_paths  # noqa: E402
 BEFORE = "ed6be686fc2bb878fe459bc6119cdade0bbb3486"
 SECTIONS = ("conditioning", "fit", "validation", "v1", "shortcuts", "table")
 # Opt-in (45-60 min on 2 cores, more with 768²): the held-out cases at the sizes users run, 128² to 768².
-EXTRA_SECTIONS = ("sizes",)
+EXTRA_SECTIONS = ("sizes", "smooth")
 U32 = 2.0**-24
 
 
@@ -655,6 +656,57 @@ def sizes(cases, backends: dict) -> float:
     return overall
 
 
+# Pictures upscaled the way `--image-size` reads them (source side, size): roughness 0.017-0.060 (docs/tolerances.md,
+# "Smooth pictures"); the 256² -> 2048² case holds ~1 GiB with the narrow nets.
+SMOOTH_UPSCALES = ((16, 256), (32, 256), (64, 512), (128, 512), (256, 1024), (256, 2048))
+
+
+def upscaled_photo(source: int, size: int) -> np.ndarray:
+    """The bundled photo shrunk to source², saved as 8-bit and read back at size² like `--image-size`."""
+    from PIL import Image
+
+    from fileio.images import load_image
+    from fixtures import DEFAULT_IMAGE
+
+    small = load_image(DEFAULT_IMAGE, source)[0].transpose(1, 2, 0)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "small.png"
+        Image.fromarray((np.clip(small, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)
+        return load_image(path, size)
+
+
+def smooth(models: dict, backends: dict, quick: bool) -> float:
+    """Held out on smooth pictures: the johnson fit generators on upscaled photos, every runner, accumulated view."""
+    print("## 8. Smooth pictures (held out): upscaled photos, accumulated, float32\n")
+    print("| case | roughness | runner | worst ratio | at path | output rel. error | output rtol allowed | "
+          "allowed / measured |")
+    print("|---|---|---|---|---|---|---|---|")
+    runners = with_torch7_order(backends)
+    overall = 0.0
+    for label, root in models.items():
+        for source, size in SMOOTH_UPSCALES[:2] if quick else SMOOTH_UPSCALES:
+            if "full" in label and size > 512:
+                continue  # a full-width 1024² trace is 10+ GiB
+            x = f32(upscaled_photo(source, size))
+            case = Case(f"{label} {source}² -> {size}²", root, x)
+            roughness = tolerance.input_roughness(x)
+            for name, runner in runners.items():
+                try:
+                    _, measured = case.run(runner, "float32")
+                except (BackendError, NotImplementedError, KeyError, ValueError) as error:
+                    print(f"| {case.name} | {roughness:.3f} | {name} | not run: {type(error).__name__} | | | | |")
+                    continue
+                budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
+                r, path, last, out = judged(case, measured, budgets)
+                overall = max(overall, r)
+                print(f"| {case.name} | {roughness:.3f} | {name} | {r:.3f} | {path} | {out:.2e} | {last.rtol:.2e} | "
+                      f"{last.rtol / out if out else np.inf:.1f} |", flush=True)
+                del measured
+            del case
+    print(f"\nworst ratio on smooth pictures = {overall:.3f} (must be <= 1)\n")
+    return overall
+
+
 def shortcuts(suite_cases: list[Case], before) -> None:
     print("## 5. Precision shortcuts, judged with the strict model (instance-norm statistics in double)\n")
     print("| shortcut | case | view | worst measured/allowed, before | after | caught before | caught after |")
@@ -746,6 +798,8 @@ def main(argv: list[str] | None = None) -> int:
         table(suite + full + oracle, backends, before)
     if "sizes" in sections:
         failed |= sizes(size_cases(args.quick), backends) > 1.0
+    if "smooth" in sections:
+        failed |= smooth(models, backends, args.quick) > 1.0
     print(f"(measured in {time.time() - started:.0f} s)")
     return 1 if failed else 0
 
