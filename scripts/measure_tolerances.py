@@ -565,7 +565,8 @@ def v1(cases: list[Case], backends: dict) -> float:
 REAL_MODEL_NAMES = ("starry", "mosaic", "pleades", "turner", "pebble", "bricks", "pixelcity", "red-peppers",
                     "demos-starry", "pollock", "doodle-starry-night")
 # All eleven at 512² since 2026-12-01: with four there, the demos pollock net's failure at 512² went unseen
-# (docs/tolerances.md, "All eleven real models at 512²"). Five at 768² (a 768² case holds ~8 GiB): there the
+# (docs/tolerances.md, "All eleven real models at 512²"). Five at 768² (a 768² case with every runner in this one
+# process reached 13 GiB: run the section alone on a 24 GiB machine): there the
 # blended scale of an activation failed Torch7's own order on starry and pollock (docs/tolerances.md, "Larger
 # sizes").
 SIZES_REAL = {128: REAL_MODEL_NAMES, 256: REAL_MODEL_NAMES, 512: REAL_MODEL_NAMES,
