@@ -640,20 +640,29 @@ def sizes(cases, backends: dict) -> float:
     overall = 0.0
     for _, make in cases:
         case = make()
-        for name, runner in runners.items():
-            try:
-                _, measured = case.run(runner, "float32")
-            except (BackendError, NotImplementedError, KeyError, ValueError) as error:
-                print(f"| {case.name} | {name} | not run: {type(error).__name__}: {str(error)[:80]} | | | | |")
-                continue
-            budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
-            r, path, last, out = judged(case, measured, budgets)
-            overall = max(overall, r)
-            print(f"| {case.name} | {name} | {r:.3f} | {path} | {out:.2e} | {last.rtol:.2e} | "
-                  f"{last.rtol / out if out else np.inf:.1f} |", flush=True)
-            del measured
+        overall = max(overall, held_out_rows(case, runners, [case.name]))
         del case
     print(f"\nworst ratio at larger sizes = {overall:.3f} (must be <= 1)\n")
+    return overall
+
+
+def held_out_rows(case: Case, runners: dict, cells: list[str]) -> float:
+    """Run every runner on ``case`` (accumulated, float32), print a table row each (``cells`` first), and return
+    the worst measured / allowed ratio."""
+    overall = 0.0
+    head = " | ".join(cells)
+    for name, runner in runners.items():
+        try:
+            _, measured = case.run(runner, "float32")
+        except (BackendError, NotImplementedError, KeyError, ValueError) as error:
+            print(f"| {head} | {name} | not run: {type(error).__name__}: {str(error)[:80]} | | | | |")
+            continue
+        budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
+        r, path, last, out = judged(case, measured, budgets)
+        overall = max(overall, r)
+        print(f"| {head} | {name} | {r:.3f} | {path} | {out:.2e} | {last.rtol:.2e} | "
+              f"{last.rtol / out if out else np.inf:.1f} |", flush=True)
+        del measured
     return overall
 
 
@@ -690,19 +699,7 @@ def smooth(models: dict, backends: dict, quick: bool) -> float:
                 continue  # a full-width 1024² trace is 10+ GiB
             x = f32(upscaled_photo(source, size))
             case = Case(f"{label} {source}² -> {size}²", root, x)
-            roughness = tolerance.input_roughness(x)
-            for name, runner in runners.items():
-                try:
-                    _, measured = case.run(runner, "float32")
-                except (BackendError, NotImplementedError, KeyError, ValueError) as error:
-                    print(f"| {case.name} | {roughness:.3f} | {name} | not run: {type(error).__name__} | | | | |")
-                    continue
-                budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
-                r, path, last, out = judged(case, measured, budgets)
-                overall = max(overall, r)
-                print(f"| {case.name} | {roughness:.3f} | {name} | {r:.3f} | {path} | {out:.2e} | {last.rtol:.2e} | "
-                      f"{last.rtol / out if out else np.inf:.1f} |", flush=True)
-                del measured
+            overall = max(overall, held_out_rows(case, runners, [case.name, f"{tolerance.input_roughness(x):.3f}"]))
             del case
     print(f"\nworst ratio on smooth pictures = {overall:.3f} (must be <= 1)\n")
     return overall
