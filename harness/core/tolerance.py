@@ -636,17 +636,17 @@ class _Walker:
         if norm.exact:
             return _Error.of(own * s_out, s_out, carried.amplification), norm.count, g
         rel = self._same_planes(carried, spread.size)
-        if carried.channel.size == spread.size:
-            # A normalisation maps each pixel of a plane by the same affine map: it passes on the absolute error
-            # times the gain, i.e. the relative error against the plane's own scale. An activation hands the next
-            # layer its error against a blended scale (ACTIVATION_BLEND, measured on convolutions, which mix
-            # planes); taken here, that blend understated the transfer (up to 1.72x per channel at 768²,
-            # docs/tolerances.md "Larger sizes").
-            s_in = _channel_scales(x)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                rel = np.maximum(rel, np.where(s_in > 0, carried.channel / s_in, 0.0))
         rounding = own * np.hypot(2.0 * spread, s_out)
         if norm.renormalises:
+            if carried.channel.size == spread.size:
+                # A normalisation maps each pixel of a plane by the same affine map: it passes on the absolute error
+                # times the gain, i.e. the relative error against the plane's own scale. An activation hands the
+                # next layer its error against a blended scale (ACTIVATION_BLEND, measured on convolutions, which
+                # mix planes); taken here, that blend understated the transfer (up to 1.72x per channel at 768²,
+                # docs/tolerances.md "Larger sizes").
+                s_in = _channel_scales(x)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    rel = np.maximum(rel, np.where(s_in > 0, carried.channel / s_in, 0.0))
             ill = g_c > self.g_ordinary
             with np.errstate(invalid="ignore"):
                 lifted = np.maximum(np.where(np.isfinite(g_c), g_c, 1.0), 1.0)
@@ -815,14 +815,18 @@ def input_roughness(x: np.ndarray) -> float:
     (sample, plane) pairs of N x C x H x W ``x`` of mean |x[i+1, j] - x[i, j]| and |x[i, j+1] - x[i, j]| over mean
     |x - plane mean|. A native-resolution photo 0.15-0.2, a random picture ~1.3, a photo upscaled 8x ~0.02. inf
     for what has no such planes (constant planes, 1-pixel ones, not 4-D: nothing is smooth there)."""
-    a = np.asarray(x, dtype=np.float64)
-    if a.ndim != 4 or a.shape[2] < 2 or a.shape[3] < 2:
-        return math.inf
-    steps = 0.5 * (np.abs(np.diff(a, axis=2)).mean(axis=(2, 3)) + np.abs(np.diff(a, axis=3)).mean(axis=(2, 3)))
-    spread = np.abs(a - a.mean(axis=(2, 3), keepdims=True)).mean(axis=(2, 3))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(spread > 0, steps / spread, np.inf)
-    return float(np.median(ratios))
+    def compute(a) -> float:
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim != 4 or a.shape[2] < 2 or a.shape[3] < 2:
+            return math.inf
+        steps = 0.5 * (np.abs(np.diff(a, axis=2)).mean(axis=(2, 3)) + np.abs(np.diff(a, axis=3)).mean(axis=(2, 3)))
+        spread = np.abs(a - a.mean(axis=(2, 3), keepdims=True)).mean(axis=(2, 3))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios = np.where(spread > 0, steps / spread, np.inf)
+        return float(np.median(ratios))
+
+    # drift asks once per dtype, view and note: memoised per array like the scales
+    return _memo(x, "roughness", compute)
 
 
 def output_budget(root: T7Module, budgets: dict[str, LayerBudget]) -> LayerBudget:
