@@ -69,6 +69,22 @@ def photo(block: int = 4) -> np.ndarray:
     return rgb.transpose(2, 0, 1)[None]
 
 
+def upscaled_photo(source: int, size: int) -> np.ndarray:
+    """fixtures.DEFAULT_IMAGE shrunk to source², saved as 8-bit and read back at size² the way `--image-size` reads
+    a picture: a smooth input (docs/tolerances.md, "Smooth pictures"). 1 x 3 x size x size float64 in [0, 1]."""
+    import tempfile
+
+    from PIL import Image
+
+    from fileio.images import load_image
+
+    small = load_image(DEFAULT_IMAGE, source)[0].transpose(1, 2, 0)
+    with tempfile.TemporaryDirectory(prefix="texture-nets-upscaled-") as folder:
+        path = Path(folder) / f"photo_{source}.png"
+        Image.fromarray((np.clip(small, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)
+        return load_image(path, size)
+
+
 # Named inputs (N x 3 x H x W in [0, 1]). All are rounded to float32 first, so a float32 backend
 # and the float64 judge see the same numbers.
 INPUTS = {

@@ -20,7 +20,7 @@ import pytest
 from harness.core import tolerance
 from harness.core.runs import forward, load_runner
 from parity_tests.ground_truth import v1_runs
-from parity_tests.parity import MODELS, input_array, judge_trace, model_tree
+from parity_tests.parity import MODELS, f32, input_array, judge_trace, model_tree, upscaled_photo
 from t7file import load_module_tree, trace_paths
 
 ORDINARY = ["random 32x32", "odd 37x29", "batch 2 24x20", "photo 64x64"]
@@ -384,39 +384,26 @@ def test_a_normalisation_after_a_partly_negative_leaky_plane_passes_on_the_absol
         assert measured <= found["3"].error_bound, (backend, measured, found["3"].error_bound)
 
 
-def _upscaled_photo(tmp_path, source: int, size: int) -> np.ndarray:
-    """The bundled photo shrunk to source² and scaled back up to size² the way `--image-size` reads a picture."""
-    from PIL import Image
-
-    from fileio.images import load_image
-    from fixtures import DEFAULT_IMAGE
-
-    small = load_image(DEFAULT_IMAGE, source)[0].transpose(1, 2, 0)
-    path = tmp_path / f"photo_{source}.png"
-    Image.fromarray((np.clip(small, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)
-    return load_image(path, size).astype(np.float32).astype(np.float64)
-
-
-def test_input_roughness_tells_an_upscaled_picture_from_a_native_one(tmp_path):
+def test_input_roughness_tells_an_upscaled_picture_from_a_native_one():
     from fileio.images import load_image
     from fixtures import DEFAULT_IMAGE
 
     native = tolerance.input_roughness(load_image(DEFAULT_IMAGE, 256))
-    upscaled = tolerance.input_roughness(_upscaled_photo(tmp_path, 16, 256))
+    upscaled = tolerance.input_roughness(upscaled_photo(16, 256))
     noise = tolerance.input_roughness(np.random.default_rng(0).random((1, 3, 64, 64)))
     assert upscaled < tolerance.SMOOTH_ROUGHNESS < native < noise
     assert tolerance.input_roughness(np.zeros((1, 3, 8, 8))) == math.inf  # constant planes: nothing to call smooth
     assert tolerance.input_roughness(np.ones((2, 5))) == math.inf
 
 
-def test_a_smooth_picture_passes_its_coherent_error_through_the_normalisations(tmp_path):
+def test_a_smooth_picture_passes_its_coherent_error_through_the_normalisations():
     """On a picture upscaled 16x, neighbouring pixels round alike and the error stays one coherent perturbation
     of each plane, which the next convolution does not renormalise: with the ordinary transfer (g^0.3) torch's
     float32 run exceeded the bound at 40 paths, up to 1.80x (docs/tolerances.md, "Smooth pictures")."""
     from harness.core.registry import get_backend
 
     root = model_tree("pretrained")
-    x = _upscaled_photo(tmp_path, 16, 256)
+    x = f32(upscaled_photo(16, 256))
     assert tolerance.input_roughness(x) < tolerance.SMOOTH_ROUGHNESS
     trace = judge_trace(load_runner(get_backend("reference"), root, "float64", root=root), x)[1]
     found = tolerance.layer_budgets(root, x, trace, "float32")

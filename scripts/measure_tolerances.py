@@ -671,22 +671,10 @@ def held_out_rows(case: Case, runners: dict, cells: list[str]) -> float:
 SMOOTH_UPSCALES = ((16, 256), (32, 256), (64, 512), (128, 512), (256, 1024), (256, 2048))
 
 
-def upscaled_photo(source: int, size: int) -> np.ndarray:
-    """The bundled photo shrunk to source², saved as 8-bit and read back at size² like `--image-size`."""
-    from PIL import Image
-
-    from fileio.images import load_image
-    from fixtures import DEFAULT_IMAGE
-
-    small = load_image(DEFAULT_IMAGE, source)[0].transpose(1, 2, 0)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "small.png"
-        Image.fromarray((np.clip(small, 0.0, 1.0) * 255).round().astype(np.uint8)).save(path)
-        return load_image(path, size)
-
-
 def smooth(models: dict, backends: dict, quick: bool) -> float:
     """Held out on smooth pictures: the johnson fit generators on upscaled photos, every runner, accumulated view."""
+    from parity_tests.parity import upscaled_photo
+
     print("## 8. Smooth pictures (held out): upscaled photos, accumulated, float32\n")
     print("| case | roughness | runner | worst ratio | at path | output rel. error | output rtol allowed | "
           "allowed / measured |")
