@@ -152,6 +152,7 @@ MODULE_TIERS: dict[str, str] = {  # within a tier, modules run in this table's o
     "test_hostile_t7": "foundation",
     "test_make_model": "foundation",
     "test_tolerance_model": "foundation",
+    "test_rounding_ceiling": "foundation",
     "test_reference_primitives": "judge",
     "test_reference_fast_paths": "judge",
     "test_properties": "primitive",

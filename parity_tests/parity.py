@@ -32,7 +32,7 @@ import numpy as np
 from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL, ORACLE_NARROW_DIR
 from harness.core.compare import Comparison, Tolerance, compare
 from harness.core.judge import PathVerdict, error_verdict, judge_path
-from harness.core.runs import cast_noise, forward, load_runner, run_module
+from harness.core.runs import cast_noise, forward, judge_float32_rounding, load_runner, run_module
 from harness.core.tolerance import instance_norm_statistics, layer_budgets, module_inputs, output_budget
 from t7file import T7Module, load_module_tree, trace_paths
 from t7file.tree import TensorStorage
@@ -236,22 +236,35 @@ def judge_trace(judge_runner, x: np.ndarray, noise: Mapping[str, np.ndarray] | N
 
 
 def _layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.ndarray], dtype: str, *, view: str,
-                   statistics: str, batchnorm: str | None):
+                   statistics: str, batchnorm: str | None, judge_rounding: Mapping[str, float] | None = None):
     """harness.core.tolerance.layer_budgets, told the batch-norm mode the run used (None: the family's)."""
-    return layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics, batchnorm=batchnorm)
+    return layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics, batchnorm=batchnorm,
+                         judge_rounding=judge_rounding)
+
+
+def ceiling_applies(dtype: str, view: str, statistics: str) -> bool:
+    """Whether the tolerance model holds this run to the rounding ceiling (harness.core.tolerance)."""
+    return dtype == "float32" and view == "accumulated" and statistics == "float64"
 
 
 def check_trace(runner, root: T7Module, x: np.ndarray, reference_trace: dict[str, np.ndarray], *, dtype: str,
                 view: str, case: str, backend_name: str, statistics: str = "float64",
-                noise: dict[str, np.ndarray] | None = None, batchnorm: str | None = None) -> list[PathResult]:
+                noise: dict[str, np.ndarray] | None = None, batchnorm: str | None = None,
+                judge=None) -> list[PathResult]:
     """Compare ``runner`` (a loaded backend) with the judge's trace at every traced Lua path, in order.
 
     ``statistics``: the backend's ``instance_norm_statistics`` (harness.core.tolerance.instance_norm_statistics);
     the default is Torch7's double sums, the strict model. ``noise``: what the model's noise modules
     draw (the judge's trace was made with the same arrays). ``batchnorm``: the mode the runner and the judge
-    were loaded in. Each path is judged by harness.core.judge, as drift judges it.
+    were loaded in. ``judge``: the judge backend (default the reference), whose own float32 run of ``x`` sets the
+    rounding ceiling of an accumulated float32 run. Each path is judged by harness.core.judge, as drift judges it.
     """
-    budgets = _layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics, batchnorm=batchnorm)
+    rounding = None
+    if ceiling_applies(dtype, view, statistics):
+        rounding = judge_float32_rounding(judge or judge_backend(), root, x, reference_trace, noise=noise,
+                                          batchnorm=batchnorm)
+    budgets = _layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics, batchnorm=batchnorm,
+                             judge_rounding=rounding)
     paths = trace_paths(root)
     noise = cast_noise(noise, dtype)
     errors: dict[str, BaseException] = {}
@@ -400,7 +413,7 @@ def matches_reference(backend, root: T7Module, x: np.ndarray, *, dtype: str, vie
     runner = load_runner(backend, root, dtype, batchnorm=batchnorm)
     return check_trace(runner, root, x, trace, dtype=dtype, view=view, case=case or "case",
                        backend_name=backend.name, statistics=instance_norm_statistics(backend),
-                       noise=dict(noise) if noise else None, batchnorm=batchnorm)
+                       noise=dict(noise) if noise else None, batchnorm=batchnorm, judge=judge)
 
 
 def assert_matches_reference(backend, root: T7Module, x: np.ndarray, *, dtype: str, view: str,

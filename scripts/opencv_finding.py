@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.core.runs import forward, load_runner
+from harness.core.runs import forward, judge_float32_rounding, load_runner
 from harness.core.tolerance import layer_budgets, module_inputs, output_budget
 from parity_tests.ground_truth import fixture_runs, shared_runs, v1_runs
 from t7file import T7Module, load_module_tree, trace_paths
@@ -105,7 +105,8 @@ def section_card() -> None:
         _, (out64, trace64) = judge(ref, root, run)
         if run.dtype == "float32":
             own = rel(run.output, out64)
-            budget = output_budget(root, layer_budgets(root, run.input, trace64, "float32"))
+            rounding = judge_float32_rounding(ref, root, run.input, trace64, noise=run.noise, batchnorm=run.batchnorm)
+            budget = output_budget(root, layer_budgets(root, run.input, trace64, "float32", judge_rounding=rounding))
             verdict = (f"{'passes' if out_rel <= budget.rtol else 'FAILS'} (allowed {budget.rtol:.2g})"
                        if budget.determined else "not determined by the model")
         else:

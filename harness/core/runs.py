@@ -58,3 +58,16 @@ def run_module(runner: Any, lua_path: str, x: np.ndarray, *, noise: Mapping[str,
 def cast_noise(noise: Mapping[str, np.ndarray] | None, dtype: str) -> dict[str, np.ndarray]:
     """The noise in a run's dtype (drawn or injected once; every backend gets the same values)."""
     return {path: np.asarray(array, dtype=dtype) for path, array in (noise or {}).items()}
+
+
+def judge_float32_rounding(judge: Any, root: T7Module, x: np.ndarray, reference_trace: Mapping[str, np.ndarray], *,
+                           noise: Mapping[str, np.ndarray] | None = None, batchnorm: str | None = None
+                           ) -> dict[str, float]:
+    """The judge's own float32 run of ``x`` (float32-representable; the same noise and batch-norm mode as the run
+    that made ``reference_trace``): its error at each traced path against that float64 trace, the basis of the
+    tolerance model's rounding ceiling (harness.core.tolerance.rounding_errors)."""
+    from harness.core.tolerance import rounding_errors
+
+    runner = load_runner(judge, root, "float32", batchnorm=batchnorm)
+    _, trace = forward(runner, np.asarray(x, dtype=np.float32), trace=True, noise=cast_noise(noise, "float32"))
+    return rounding_errors(reference_trace, trace)

@@ -59,7 +59,7 @@ from harness.core.environment import collect_environment
 from harness.core.judge import PASSING, judge_path
 from harness.core.noise import NoiseError, noise_for_run
 from harness.core.registry import RunSpec, get_backend, parse_run_spec
-from harness.core.runs import cast_noise, forward, has_batch_norm, load_runner
+from harness.core.runs import cast_noise, forward, has_batch_norm, judge_float32_rounding, load_runner
 from harness.core.shapes import ShapeError
 from harness.core.tolerance import (
     G_ORDINARY,
@@ -491,7 +491,13 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
 
     # Budgets per (dtype, how the backend sums instance-norm statistics): harness/core/tolerance.py.
     keys = {spec.text: (spec.dtype, instance_norm_statistics(resolved[spec.text])) for spec in [base_spec, *specs]}
-    budgets = {key: {view: layer_budgets(root, x, base_trace, key[0], view=view, statistics=key[1])
+    rounding = None
+    if ("float32", "float64") in keys.values():  # the rounding ceiling's basis: the judge's own float32 run
+        say("the reference's own float32 run (the tolerance's rounding ceiling)")
+        rounding = judge_float32_rounding(get_backend("reference"), root, x, base_trace, noise=noise,
+                                          batchnorm=batchnorm)
+    budgets = {key: {view: layer_budgets(root, x, base_trace, key[0], view=view, statistics=key[1],
+                                         judge_rounding=rounding)
                      for view in ("accumulated", "isolated")} for key in set(keys.values())}
     output_path = _output_path(root, paths)
     layers = [_layer_info(root.find(p), sources[p], base_trace[p], budgets[keys[base_spec.text]]["accumulated"][p])
