@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fixtures import DEFAULT_MODEL
+from fixtures import DATA_DIR, DEFAULT_MODEL
 from harness.core.tolerance import module_inputs
 from harness.drift.analysis import parse_run_spec, run_drift
 from harness.drift.propagate import continue_from, evaluate, input_sources
@@ -380,3 +380,18 @@ def test_a_smooth_input_is_named_in_the_notes_and_an_ordinary_one_is_not():
         report = run_drift(DEFAULT_MODEL, x, ["reference-float32"])
         assert report.passed
         assert any("smooth picture" in note for note in report.notes) is named, report.notes
+
+
+def test_the_rounding_ceiling_is_named_in_the_notes_where_it_holds():
+    """Drift judges with the tolerances the suite uses, the rounding ceiling included (docs/tolerances.md, "The
+    rounding ceiling"), and says how many paths it tightened; on a flat picture it stays off and is not named."""
+    from contract.families import detect_family, image_to_input
+
+    starry = DATA_DIR.parent / "models" / "texture_nets_v1_starry_style.t7"  # the walk is loosest on the v1 nets
+    family = detect_family(load_module_tree(starry))
+    rough = image_to_input(np.random.default_rng(3).random((1, 3, 64, 64)), family)
+    flat = image_to_input(np.full((1, 3, 64, 64), 0.6), family)
+    for x, named in ((rough, True), (flat, False)):
+        report = run_drift(starry, x, ["reference-float32"], seed=0)
+        assert report.passed
+        assert any("rounding ceiling" in note for note in report.notes) is named, report.notes

@@ -63,6 +63,7 @@ from harness.core.runs import cast_noise, forward, has_batch_norm, judge_float32
 from harness.core.shapes import ShapeError
 from harness.core.tolerance import (
     G_ORDINARY,
+    ROUNDING_CEILING,
     SMOOTH_ROUGHNESS,
     LayerBudget,
     input_roughness,
@@ -821,6 +822,12 @@ def _notes(budgets, keys: list[tuple[str, str]]) -> list[str]:
                 note += (f" {len(undetermined)} layer(s) are not determined by their input in {dtype} "
                          f"(first: {undetermined[0]}): only shape and finiteness are checked there.")
             notes.append(note)
+        capped = [b for b in budgets[key]["accumulated"].values() if b.ceiling is not None]
+        if capped:
+            notes.append(f"{dtype}: {len(capped)} of {len(budgets[key]['accumulated'])} accumulated tolerances are "
+                         f"held to the rounding ceiling, {ROUNDING_CEILING:.3g}x the reference's own float32 error "
+                         "at that path on this input, tighter than the model's walk there (docs/tolerances.md, "
+                         "\"The rounding ceiling\").")
     return notes
 
 
