@@ -116,3 +116,26 @@ def test_result_is_json_data(expected):
     result = compare(_perturbed(expected, (0, 0, 0, 0), math.nan), expected, TOL, **NAMES)
     data = json.loads(json.dumps(result.to_dict()))
     assert data["passed"] is False and data["where"] == "12.1.2.4" and data["nonfinite_actual"] == 1
+
+
+@pytest.mark.parametrize("layout", ["C-ordered", "NHWC view (a framework's trace)"])
+def test_large_comparisons_give_numpys_own_statistics(layout):
+    """Arrays from FUSED_MIN_SIZE up take one cache-sized pass (a view is copied to C order first); every statistic
+    must be NumPy's own on the C-ordered float64 differences, bit for bit, wherever the worst element sits."""
+    from harness.core.compare import FUSED_MIN_SIZE
+
+    rng = np.random.default_rng(5)
+    expected = rng.standard_normal((1, 8, 64, 2 * FUSED_MIN_SIZE // (8 * 64)))
+    actual = (expected + 1e-6 * rng.standard_normal(expected.shape)).astype(np.float32)
+    actual[0, 5, 33, 7] += 1e-3  # the worst element, away from the first leaf
+    if layout != "C-ordered":
+        actual = np.ascontiguousarray(actual.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+        assert not actual.flags.c_contiguous
+    found = compare(actual, expected, TOL)
+    diff = np.abs(np.subtract(np.ascontiguousarray(actual), expected, dtype=np.float64))
+    rank = math.ceil(0.99 * (diff.size - 1))
+    assert found.max_abs == diff.max() and found.worst_index == (0, 5, 33, 7)
+    assert found.mean_abs == diff.mean()
+    assert found.p99_abs == np.partition(diff.reshape(-1), rank)[rank]
+    assert found.scale == np.max(np.abs(expected))
+    assert not found.passed
