@@ -259,21 +259,27 @@ D1_CASES = [
     pytest.param("narrow_head_seed77_f32_32x32", marks=pytest.mark.xfail(strict=True, raises=OpenCVDeviation, reason=(
         "D1 (+D2): OpenCV's IN is MVN (eps 1e-9, float32 single-pass variance) + BatchNorm(0, 1, gamma, beta, eps): "
         "eps outside the sqrt; first IN (path 3) 1.6e-4 in isolation, output 2.4e-4 vs Torch7 (Torch7's own float32 "
-        "1.4e-6); allowed 5.9e-5"))),
+        "1.4e-6); allowed 7.8e-6"))),
     pytest.param("narrow_pretrained_seed78_f32_37x29", marks=pytest.mark.xfail(strict=True, raises=OpenCVDeviation,
                  reason="D1 (+D2): first IN (path 4) 2.2e-4 in isolation; output 2.5e-4 vs Torch7 (its own float32 "
-                        "2.5e-6); allowed 4.4e-5")),
+                        "2.5e-6); allowed 9.3e-6")),
     pytest.param("narrow_pretrained_seed78_f32_2x24x20", marks=pytest.mark.xfail(strict=True, raises=OpenCVDeviation,
-                 reason="D1 (+D2), batch 2: output 3.5e-4 vs Torch7 (its own float32 4.1e-6); allowed 7.5e-5")),
+                 reason="D1 (+D2), batch 2: output 3.5e-4 vs Torch7 (its own float32 4.1e-6); allowed 1.4e-5")),
+    pytest.param("johnson_head_seed1234_f32_64x64", marks=pytest.mark.xfail(strict=True, raises=OpenCVDeviation,
+                 reason="D1 (+D2), full width (../shared): output 1.3e-4 vs Torch7 (its own float32 2.3e-6); "
+                        "allowed 1.7e-5")),
+    pytest.param("johnson_head_seed1234_f32_67x53", marks=pytest.mark.xfail(strict=True, raises=OpenCVDeviation,
+                 reason="D1 (+D2), full width, odd size (../shared): output 1.2e-4 vs Torch7 (its own float32 "
+                        "1.9e-6); allowed 1.8e-5")),
 ]
 
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", D1_CASES)
 def test_d1_instance_norm_output_within_the_tolerance_model(name):
-    """At the output, against the float64 reference on the Torch7 run's input (the johnson family). Not listed: the
-    full-width johnson runs, whose output budgets are wider: 64x64 lands at 1.33e-4 against an allowed 1.3e-4
-    (1.02x, too close to call across CPUs), 67x53 at 1.16e-4 within its 1.4e-4."""
+    """At the output, against the float64 reference on the Torch7 run's input (the johnson family). The full-width
+    runs were left out while their budgets were within 1.02x of OpenCV's error; the model's budgets for them are now
+    7x below it (1.7e-5 and 1.8e-5 against 1.3e-4 and 1.2e-4)."""
     run = _committed(name)
     if run is None:
         pytest.skip(f"{name}: no such Torch7 run here")
