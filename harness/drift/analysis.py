@@ -41,10 +41,7 @@ text, JSON, HTML and picture outputs are views of it.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import math
-import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -476,8 +473,6 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
         raise BackendError(str(error)) from None
     batchnorm = batchnorm or batchnorm_mode(root)
 
-    # TensorFlow's import alone takes ~4 s: the frameworks import while the baseline computes (docs/benchmarks.md).
-    importing = _import_in_background([backend_framework(resolved[spec.text]) for spec in specs])
     say(f"baseline {base_spec.label}: running with a trace")
     started = time.perf_counter()
     # The baseline reads the module tree: --model may be an artefact only the diagnosed backends read.
@@ -515,7 +510,6 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     # last, so that memory never sits under another backend's trace. The report keeps the order asked for.
     order = sorted(range(len(specs)), key=lambda i: (backend_framework(resolved[specs[i].text]) == "tensorflow", i))
     results: list = [None] * len(specs)
-    importing.join()
     for step, index in enumerate(order, start=1):
         spec = specs[index]
         say(f"[{step}/{len(specs)}] {spec.label}")
@@ -533,22 +527,6 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
         environment=environment, created=datetime.now(UTC).isoformat(timespec="seconds"),
         arrays={"input": x, "baseline_output": base_output}, baseline_trace=base_trace if keep_baseline else None,
     )
-
-
-def _import_in_background(frameworks: Sequence[str | None]) -> threading.Thread:
-    """Import the backends' frameworks in a thread, TensorFlow last (its backends run last). Imports are Python and
-    the baseline's arithmetic is NumPy, which releases the GIL: on two cores the two overlap. A framework that
-    fails to import fails again, with its message, when its backend loads."""
-    names = sorted({name for name in frameworks if name and name != "numpy"}, key=lambda name: name == "tensorflow")
-
-    def run() -> None:
-        for name in names:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-
-    thread = threading.Thread(target=run, name="drift-framework-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 @dataclass
