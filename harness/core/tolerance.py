@@ -27,6 +27,9 @@ errors in quadrature.
   errors hold per-plane offsets (the statistics' rounding), which add coherently: its carried part is
   taken against each input plane's own scale and multiplied by ``MIX_1X1_GROWTH`` (measured at
   128²-512² on the v1-era nets).
+  A **narrow** convolution (at most ``NARROW_PLANES`` input planes) after such a normalisation carries at
+  least ``sqrt(sum_c (|sum of the taps w_oc| * e_c)^2)``: no mix over many planes averages its input errors,
+  which pass through a smooth error field times the kernel's sum (drawn generators of widths 1-3).
   On mostly near-constant input planes (max |x_c| over the plane's range above ``G``: a flat picture)
   the terms are all alike and their roundings add up: ``K^POOL_EXPONENT`` instead of ``sqrt(K)``
   (measured: the demos nets on a nearly flat picture, where sqrt(K) was exceeded 1.47-1.87x).
@@ -139,6 +142,10 @@ POOL_EXPONENT = 0.75  # growth of a sequential sum of n same-sign terms (pooling
 # generators have no 1x1 convolution.
 MIX_1X1_GROWTH = 1.3
 UNDETERMINED_RTOL = 0.5
+# A convolution after a normalisation with at most this many input planes carries at least its input's errors
+# times the sum of each kernel's taps (narrow layers: drawn generators of widths 1-3; the johnson and v1-era nets
+# have 4 or more planes wherever statistics come before a convolution).
+NARROW_PLANES = 3
 # A smooth picture (an upscaled one) makes the rounding errors of neighbouring pixels alike: they stay one coherent
 # perturbation of each plane, which the next convolution does not renormalise, so the normalisations pass it on
 # like after a flat image (FLAT_TRANSFER). Roughness = mean |difference of neighbours| / mean |deviation from the
@@ -388,6 +395,7 @@ def reduction_length(module: T7Module) -> int:
 
 
 _TAP_NORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TAP_SUMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tap_norms(module: T7Module) -> np.ndarray:
@@ -407,6 +415,25 @@ def tap_norms(module: T7Module) -> np.ndarray:
         norms = np.sqrt((w.reshape(-1, n_in, k_h * k_w) ** 2).sum(axis=2))
     _TAP_NORMS[module] = norms
     return norms
+
+
+def tap_sums(module: T7Module) -> np.ndarray:
+    """nOut x nIn: |sum of the weights| by which input plane c enters one element of output plane o (what a constant
+    offset of plane c becomes; the largest over a transposed convolution's stride phases)."""
+    found = _TAP_SUMS.get(module)
+    if found is not None:
+        return found
+    w = np.asarray(module.array("weight"), dtype=np.float64)
+    n_in, k_h, k_w = module.integer("nInputPlane"), module.integer("kH"), module.integer("kW")
+    if module.torch_class in FULL_CONV_CLASSES:
+        w = w.reshape(n_in, module.integer("nOutputPlane"), k_h, k_w)
+        d_h, d_w = module.integer("dH", 1), module.integer("dW", 1)
+        sums = np.max([np.abs(w[:, :, a::d_h, b::d_w].sum(axis=(2, 3))) for a in range(d_h) for b in range(d_w)],
+                      axis=0).T
+    else:
+        sums = np.abs(w.reshape(-1, n_in, k_h * k_w).sum(axis=2))
+    _TAP_SUMS[module] = sums
+    return sums
 
 
 # -- scales --------------------------------------------------------------------------------------------------------
@@ -623,7 +650,18 @@ class _Walker:
             # Near-constant input planes give terms that are all alike: their roundings add up like a pooling
             # window's (k^POOL_EXPONENT), not like random ones (sqrt(k)).
             summed = k ** POOL_EXPONENT if _mostly_near_constant(x, self.g_ordinary) else math.sqrt(k)
-            channel = np.hypot(growth * mixed * scale, own * summed * scale)
+            carried_part = growth * mixed * scale
+            n_in = tap_norms(module).shape[1]
+            if n_in <= NARROW_PLANES and module.lua_path in self.after_statistics:
+                # A narrow layer: no mix over many planes averages its carried error, which is then as coherent
+                # over a kernel's taps as the planes are smooth, and passes on times their sum (up to their l1
+                # norm), not their l2 norm. Measured: drawn generators with 1-3 planes failed the l2 rule by up
+                # to 2.8x (docs/tolerances.md, "Narrow layers").
+                errors = carried.channel if carried.channel.size == n_in else \
+                    np.full(n_in, float(np.max(carried.channel, initial=0.0)))
+                offsets = np.sqrt(((tap_sums(module) * errors[None, :]) ** 2).sum(axis=1))
+                carried_part = np.maximum(carried_part, offsets)
+            channel = np.hypot(carried_part, own * summed * scale)
             return _Error.of(channel, s_out, amplification, flat=carried.flat), k, None
         if cls in POOL_CLASSES:
             n = module.integer("kH") * module.integer("kW")
