@@ -663,16 +663,23 @@ def sizes(cases, backends: dict) -> float:
     return overall
 
 
+def accumulated_float32(case: Case, name: str, runner, head: str, blank_cells: int) -> dict | None:
+    """``runner``'s float32 trace of ``case`` end to end, or None after a table row saying why it did not run."""
+    try:
+        return case.run(runner, "float32")[1]
+    except (BackendError, NotImplementedError, KeyError, ValueError) as error:
+        print(f"| {head} | {name} | not run: {type(error).__name__}: {str(error)[:80]} |" + " |" * blank_cells)
+        return None
+
+
 def held_out_rows(case: Case, runners: dict, cells: list[str]) -> float:
     """Run every runner on ``case`` (accumulated, float32), print a table row each (``cells`` first), and return
     the worst measured / allowed ratio."""
     overall = 0.0
     head = " | ".join(cells)
     for name, runner in runners.items():
-        try:
-            _, measured = case.run(runner, "float32")
-        except (BackendError, NotImplementedError, KeyError, ValueError) as error:
-            print(f"| {head} | {name} | not run: {type(error).__name__}: {str(error)[:80]} | | | | |")
+        measured = accumulated_float32(case, name, runner, head, blank_cells=4)
+        if measured is None:
             continue
         budgets = case.budgets(tolerance, "float32", statistics=tolerance.instance_norm_statistics(runner))
         r, path, last, out = judged(case, measured, budgets)
@@ -739,10 +746,8 @@ def ceiling(cases, backends: dict) -> float:
         case = make()
         part = "fit" if int(label.rsplit(" ", 1)[1]) <= 512 else "held out"
         for name, runner in runners.items():
-            try:
-                _, measured = case.run(runner, "float32")
-            except (BackendError, NotImplementedError, KeyError, ValueError) as error:
-                print(f"| {case.name} | {name} | not run: {type(error).__name__}: {str(error)[:80]} | | | |")
+            measured = accumulated_float32(case, name, runner, case.name, blank_cells=3)
+            if measured is None:
                 continue
             row(case, name, measured, part)
             del measured

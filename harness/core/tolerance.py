@@ -400,40 +400,32 @@ _TAP_SUMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def tap_norms(module: T7Module) -> np.ndarray:
     """nOut x nIn: the l2 norm of the weights by which input plane c enters one element of output plane o."""
-    found = _TAP_NORMS.get(module)
-    if found is not None:
-        return found
-    w = np.asarray(module.array("weight"), dtype=np.float64)
-    n_in, k_h, k_w = module.integer("nInputPlane"), module.integer("kH"), module.integer("kW")
-    if module.torch_class in FULL_CONV_CLASSES:
-        w = w.reshape(n_in, module.integer("nOutputPlane"), k_h, k_w)
-        d_h, d_w = module.integer("dH", 1), module.integer("dW", 1)
-        # the taps that reach one output pixel: one stride phase of the kernel
-        norms = np.max([np.sqrt((w[:, :, a::d_h, b::d_w] ** 2).sum(axis=(2, 3)))
-                        for a in range(d_h) for b in range(d_w)], axis=0).T
-    else:
-        norms = np.sqrt((w.reshape(-1, n_in, k_h * k_w) ** 2).sum(axis=2))
-    _TAP_NORMS[module] = norms
-    return norms
+    return _per_tap_group(module, _TAP_NORMS, lambda taps: np.sqrt((taps ** 2).sum(axis=2)))
 
 
 def tap_sums(module: T7Module) -> np.ndarray:
     """nOut x nIn: |sum of the weights| by which input plane c enters one element of output plane o (what a constant
-    offset of plane c becomes; the largest over a transposed convolution's stride phases)."""
-    found = _TAP_SUMS.get(module)
+    offset of plane c becomes)."""
+    return _per_tap_group(module, _TAP_SUMS, lambda taps: np.abs(taps.sum(axis=2)))
+
+
+def _per_tap_group(module: T7Module, memo: weakref.WeakKeyDictionary, reduce) -> np.ndarray:
+    """``reduce`` (nOut x nIn x taps -> nOut x nIn) of the taps that reach one output element: the whole kernel of
+    a convolution; for a transposed one, each stride phase of the kernel, the largest value over the phases."""
+    found = memo.get(module)
     if found is not None:
         return found
     w = np.asarray(module.array("weight"), dtype=np.float64)
     n_in, k_h, k_w = module.integer("nInputPlane"), module.integer("kH"), module.integer("kW")
     if module.torch_class in FULL_CONV_CLASSES:
-        w = w.reshape(n_in, module.integer("nOutputPlane"), k_h, k_w)
+        w = w.reshape(n_in, module.integer("nOutputPlane"), k_h, k_w).transpose(1, 0, 2, 3)
         d_h, d_w = module.integer("dH", 1), module.integer("dW", 1)
-        sums = np.max([np.abs(w[:, :, a::d_h, b::d_w].sum(axis=(2, 3))) for a in range(d_h) for b in range(d_w)],
-                      axis=0).T
+        value = np.max([reduce(w[:, :, a::d_h, b::d_w].reshape(w.shape[0], n_in, -1))
+                        for a in range(d_h) for b in range(d_w)], axis=0)
     else:
-        sums = np.abs(w.reshape(-1, n_in, k_h * k_w).sum(axis=2))
-    _TAP_SUMS[module] = sums
-    return sums
+        value = reduce(w.reshape(-1, n_in, k_h * k_w))
+    memo[module] = value
+    return value
 
 
 # -- scales --------------------------------------------------------------------------------------------------------
