@@ -29,7 +29,9 @@ errors in quadrature.
   128²-512² on the v1-era nets).
   A **narrow** convolution (at most ``NARROW_PLANES`` input planes) after such a normalisation carries at
   least ``sqrt(sum_c (|sum of the taps w_oc| * e_c)^2)``: no mix over many planes averages its input errors,
-  which pass through a smooth error field times the kernel's sum (drawn generators of widths 1-3).
+  which pass through a smooth error field times the kernel's sum (drawn generators of widths 1-3). A
+  convolution whose output plane is smaller than its kernel (the padding repeats values inside a window, so one
+  input error enters several taps) carries at least ``sqrt(sum_c (|w_oc|_1 * e_c)^2)``, the triangle bound.
   On mostly near-constant input planes (max |x_c| over the plane's range above ``G``: a flat picture)
   the terms are all alike and their roundings add up: ``K^POOL_EXPONENT`` instead of ``sqrt(K)``
   (measured: the demos nets on a nearly flat picture, where sqrt(K) was exceeded 1.47-1.87x).
@@ -396,6 +398,7 @@ def reduction_length(module: T7Module) -> int:
 
 _TAP_NORMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _TAP_SUMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TAP_L1: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def tap_norms(module: T7Module) -> np.ndarray:
@@ -407,6 +410,11 @@ def tap_sums(module: T7Module) -> np.ndarray:
     """nOut x nIn: |sum of the weights| by which input plane c enters one element of output plane o (what a constant
     offset of plane c becomes)."""
     return _per_tap_group(module, _TAP_SUMS, lambda taps: np.abs(taps.sum(axis=2)))
+
+
+def tap_l1_norms(module: T7Module) -> np.ndarray:
+    """nOut x nIn: the l1 norm of the weights by which input plane c enters one element of output plane o."""
+    return _per_tap_group(module, _TAP_L1, lambda taps: np.abs(taps).sum(axis=2))
 
 
 def _per_tap_group(module: T7Module, memo: weakref.WeakKeyDictionary, reduce) -> np.ndarray:
@@ -644,15 +652,21 @@ class _Walker:
             summed = k ** POOL_EXPONENT if _mostly_near_constant(x, self.g_ordinary) else math.sqrt(k)
             carried_part = growth * mixed * scale
             n_in = tap_norms(module).shape[1]
+            errors = carried.channel if carried.channel.size == n_in else \
+                np.full(n_in, float(np.max(carried.channel, initial=0.0)))
             if n_in <= NARROW_PLANES and module.lua_path in self.after_statistics:
                 # A narrow layer: no mix over many planes averages its carried error, which is then as coherent
                 # over a kernel's taps as the planes are smooth, and passes on times their sum (up to their l1
                 # norm), not their l2 norm. Measured: drawn generators with 1-3 planes failed the l2 rule by up
                 # to 2.8x (docs/tolerances.md, "Narrow layers").
-                errors = carried.channel if carried.channel.size == n_in else \
-                    np.full(n_in, float(np.max(carried.channel, initial=0.0)))
                 offsets = np.sqrt(((tap_sums(module) * errors[None, :]) ** 2).sum(axis=1))
                 carried_part = np.maximum(carried_part, offsets)
+            if cls in CONV_CLASSES and (y.shape[-2] < module.integer("kH") or y.shape[-1] < module.integer("kW")):
+                # A plane smaller than the kernel: its padding repeats values inside one window, so one input
+                # error enters several taps of an output at once: the triangle bound, each kernel's l1 norm
+                # (measured: a width-1 pyramid's 1x3 coarsest level, 3x3 kernel, circular padding: tf 1.28x).
+                carried_part = np.maximum(carried_part,
+                                          np.sqrt(((tap_l1_norms(module) * errors[None, :]) ** 2).sum(axis=1)))
             channel = np.hypot(carried_part, own * summed * scale)
             return _Error.of(channel, s_out, amplification, flat=carried.flat), k, None
         if cls in POOL_CLASSES:
