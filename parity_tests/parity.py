@@ -33,7 +33,13 @@ from fixtures import DEFAULT_IMAGE, DEFAULT_MODEL, ORACLE_NARROW_DIR
 from harness.core.compare import Comparison, Tolerance, compare
 from harness.core.judge import PathVerdict, error_verdict, judge_path
 from harness.core.runs import cast_noise, forward, judge_float32_rounding, load_runner, run_module
-from harness.core.tolerance import instance_norm_statistics, layer_budgets, module_inputs, output_budget
+from harness.core.tolerance import (
+    ceiling_applies,
+    instance_norm_statistics,
+    layer_budgets,
+    module_inputs,
+    output_budget,
+)
 from t7file import T7Module, load_module_tree, trace_paths
 from t7file.tree import TensorStorage
 from t7file.writer import Storage, TensorView, TorchObject, dumps_t7
@@ -240,11 +246,6 @@ def _layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.
     """harness.core.tolerance.layer_budgets, told the batch-norm mode the run used (None: the family's)."""
     return layer_budgets(root, x, reference_trace, dtype, view=view, statistics=statistics, batchnorm=batchnorm,
                          judge_rounding=judge_rounding)
-
-
-def ceiling_applies(dtype: str, view: str, statistics: str) -> bool:
-    """Whether the tolerance model holds this run to the rounding ceiling (harness.core.tolerance)."""
-    return dtype == "float32" and view == "accumulated" and statistics == "float64"
 
 
 def check_trace(runner, root: T7Module, x: np.ndarray, reference_trace: dict[str, np.ndarray], *, dtype: str,

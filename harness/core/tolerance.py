@@ -651,22 +651,21 @@ class _Walker:
             # window's (k^POOL_EXPONENT), not like random ones (sqrt(k)).
             summed = k ** POOL_EXPONENT if _mostly_near_constant(x, self.g_ordinary) else math.sqrt(k)
             carried_part = growth * mixed * scale
-            n_in = tap_norms(module).shape[1]
-            errors = carried.channel if carried.channel.size == n_in else \
-                np.full(n_in, float(np.max(carried.channel, initial=0.0)))
-            if n_in <= NARROW_PLANES and module.lua_path in self.after_statistics:
-                # A narrow layer: no mix over many planes averages its carried error, which is then as coherent
-                # over a kernel's taps as the planes are smooth, and passes on times their sum (up to their l1
-                # norm), not their l2 norm. Measured: drawn generators with 1-3 planes failed the l2 rule by up
-                # to 2.8x (docs/tolerances.md, "Narrow layers").
-                offsets = np.sqrt(((tap_sums(module) * errors[None, :]) ** 2).sum(axis=1))
-                carried_part = np.maximum(carried_part, offsets)
+            # Two floors on the carried part, each the input errors through a norm of the taps other than l2:
+            # * a narrow layer (no mix over many planes averages its carried error, which is then as coherent over
+            #   a kernel's taps as the planes are smooth): the taps' sum. Measured: drawn generators with 1-3
+            #   planes failed the l2 rule by up to 2.8x (docs/tolerances.md, "Narrow layers");
+            # * a plane smaller than the kernel (its padding repeats values inside one window, so one input error
+            #   enters several taps of an output at once): the triangle bound, the taps' l1 norm. Measured: a
+            #   width-1 pyramid's 1x3 coarsest level under a 3x3 kernel and circular padding, tf 1.28x.
+            floors = []
+            if tap_norms(module).shape[1] <= NARROW_PLANES and module.lua_path in self.after_statistics:
+                floors.append(tap_sums(module))
             if cls in CONV_CLASSES and (y.shape[-2] < module.integer("kH") or y.shape[-1] < module.integer("kW")):
-                # A plane smaller than the kernel: its padding repeats values inside one window, so one input
-                # error enters several taps of an output at once: the triangle bound, each kernel's l1 norm
-                # (measured: a width-1 pyramid's 1x3 coarsest level, 3x3 kernel, circular padding: tf 1.28x).
-                carried_part = np.maximum(carried_part,
-                                          np.sqrt(((tap_l1_norms(module) * errors[None, :]) ** 2).sum(axis=1)))
+                floors.append(tap_l1_norms(module))
+            for taps in floors:
+                errors = self._same_planes_error(carried, taps.shape[1])
+                carried_part = np.maximum(carried_part, np.sqrt(((taps * errors[None, :]) ** 2).sum(axis=1)))
             channel = np.hypot(carried_part, own * summed * scale)
             return _Error.of(channel, s_out, amplification, flat=carried.flat), k, None
         if cls in POOL_CLASSES:
@@ -710,6 +709,12 @@ class _Walker:
         total = np.sqrt((shares ** 2).sum(axis=1))
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, np.sqrt(((shares * rel[None, :]) ** 2).sum(axis=1)) / total, 0.0)
+
+    @staticmethod
+    def _same_planes_error(carried: _Error, planes: int) -> np.ndarray:
+        """Each input plane's absolute error (the largest of them for each plane, when the planes do not match)."""
+        channel = carried.channel
+        return channel if channel.size == planes else np.full(planes, float(np.max(channel, initial=0.0)))
 
     @staticmethod
     def _same_planes(carried: _Error, planes: int) -> np.ndarray:
@@ -904,13 +909,19 @@ def layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.n
     else:
         walker.isolated(root)
     budgets = {path: walker.budgets[path] for path in trace_paths(root)}
-    if (judge_rounding is not None and view == "accumulated" and dtype == "float32" and statistics == "float64"
-            and not walker.smooth and not _mostly_near_constant(inputs[root.lua_path], walker.g_ordinary)):
+    if (judge_rounding is not None and ceiling_applies(dtype, view, statistics) and not walker.smooth
+            and not _mostly_near_constant(inputs[root.lua_path], walker.g_ordinary)):
         # Where it was measured: rough pictures (photos, random), no flat-image error. On a flat or smooth picture
         # the judge's own rounding is no typical sample: equal neighbours round alike, or exactly, in its order.
         budgets = {path: budget if path in walker.flat_paths or np.size(trace[path]) < CEILING_MIN_VALUES
                    else _capped(budget, judge_rounding.get(path)) for path, budget in budgets.items()}
     return budgets
+
+
+def ceiling_applies(dtype: str, view: str, statistics: str) -> bool:
+    """Whether a run of this kind is held to the rounding ceiling: accumulated, float32, Torch7's double statistics
+    (callers skip the judge's float32 run otherwise)."""
+    return dtype == "float32" and view == "accumulated" and statistics == "float64"
 
 
 def _capped(budget: LayerBudget, judge_error: float | None) -> LayerBudget:

@@ -66,6 +66,7 @@ from harness.core.tolerance import (
     ROUNDING_CEILING,
     SMOOTH_ROUGHNESS,
     LayerBudget,
+    ceiling_applies,
     input_roughness,
     instance_norm_statistics,
     iter_conditioned,
@@ -493,7 +494,8 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     # Budgets per (dtype, how the backend sums instance-norm statistics): harness/core/tolerance.py.
     keys = {spec.text: (spec.dtype, instance_norm_statistics(resolved[spec.text])) for spec in [base_spec, *specs]}
     rounding = None
-    if ("float32", "float64") in keys.values():  # the rounding ceiling's basis: the judge's own float32 run
+    if any(ceiling_applies(dtype, "accumulated", statistics) for dtype, statistics in keys.values()):
+        # the rounding ceiling's basis: the judge's own float32 run
         say("the reference's own float32 run (the tolerance's rounding ceiling)")
         rounding = judge_float32_rounding(get_backend("reference"), root, x, base_trace, noise=noise,
                                           batchnorm=batchnorm)
