@@ -395,3 +395,25 @@ def test_the_rounding_ceiling_is_named_in_the_notes_where_it_holds():
         report = run_drift(starry, x, ["reference-float32"], seed=0)
         assert report.passed
         assert any("rounding ceiling" in note for note in report.notes) is named, report.notes
+
+
+def test_the_float64_baselines_own_budget_measures_its_growth_only_beside_float64_backends(monkeypatch):
+    """Beside float32 backends the float64 baseline's own budget takes its statistics' worst-case growth (no sort of
+    every plane: ~2.5 s at 512², docs/benchmarks.md); beside a float64 backend, whose budget is alike, it is
+    measured. Either way the float32 tolerances move by at most a thousandth (test_tolerance_model.py)."""
+    import harness.drift.analysis as analysis
+
+    calls: list[tuple[str, bool]] = []
+    real = analysis.layer_budgets
+
+    def recording(*args, **kwargs):
+        calls.append((args[3], kwargs["measure_growth"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "layer_budgets", recording)
+    x = np.random.default_rng(5).random((1, 3, 24, 24))
+    run_drift(DEFAULT_MODEL, x, ["reference-float32"])
+    assert sorted(set(calls)) == [("float32", True), ("float64", False)]
+    calls.clear()
+    run_drift(DEFAULT_MODEL, x, ["reference-float32", "reference-float64"])
+    assert sorted(set(calls)) == [("float32", True), ("float64", True)]

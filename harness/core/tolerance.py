@@ -597,9 +597,10 @@ class _Walker:
 
     def __init__(self, root: T7Module, trace: dict[str, np.ndarray], inputs: dict[str, np.ndarray], dtype: str,
                  view: str, c_rounding: float, g_ordinary: float, statistics: str, batchnorm: str | None,
-                 smooth: bool = False):
+                 smooth: bool = False, measure_growth: bool = True):
         self.trace, self.inputs, self.dtype, self.view = trace, inputs, dtype, view
         self.smooth = smooth  # the model's input is a smooth picture (SMOOTH_ROUGHNESS)
+        self.measure_growth = measure_growth  # False: the statistics' worst-case growth, the count (layer_budgets)
         self.statistics, self.batchnorm = statistics, batchnorm
         self.u = UNIT_ROUNDOFF[dtype]
         self.c, self.g_ordinary = c_rounding, g_ordinary
@@ -753,7 +754,10 @@ class _Walker:
             # round alike (statistics_growth); on a near-flat plane the terms are all alike and their roundings
             # add up (like an image's in a pooling window): at least n^POOL_EXPONENT.
             u_stats = UNIT_ROUNDOFF[self.statistics]
-            growth = statistics_growth(module, x, self.dtype, u_stats, norm.count, self.u)
+            # A sequential sum of n terms errs by at most (n - 1) u_stats sum|x| (to first order): the count bounds
+            # every measured growth, the sqrt(sum n_j^2) of equal values included.
+            growth = (statistics_growth(module, x, self.dtype, u_stats, norm.count, self.u) if self.measure_growth
+                      else np.full(spread.size, float(max(norm.count, 1))))
             growth = np.where(ill, np.maximum(growth, float(norm.count) ** POOL_EXPONENT), growth)
             stats = own / self.u * u_stats * growth * spread
             excess = max(1.0, g / self.g_ordinary)
@@ -878,7 +882,8 @@ def layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.n
                   view: str = "accumulated", c_rounding: float | None = None,
                   g_ordinary: float | None = None, statistics: str = "float64",
                   batchnorm: str | None = None,
-                  judge_rounding: Mapping[str, float] | None = None) -> dict[str, LayerBudget]:
+                  judge_rounding: Mapping[str, float] | None = None,
+                  measure_growth: bool = True) -> dict[str, LayerBudget]:
     """The allowed error at every traced Lua path, from the float64 reference's trace of input ``x``.
 
     ``view="accumulated"``: the backend ran end to end on ``x`` (exactly representable in
@@ -890,6 +895,9 @@ def layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.n
     evaluates the model with C = 1). ``judge_rounding``: the judge's own float32 error at each path on this
     input (:func:`rounding_errors`); an accumulated float32 run with double statistics is then also held to
     the rounding ceiling (ROUNDING_CEILING times it), where that is tighter than the walk's bound.
+    ``measure_growth=False``: the statistics' sums take their worst-case growth (the count) instead of the measured
+    one (:func:`statistics_growth`, which sorts every plane): never smaller, so the budget can only grow. For a
+    budget that is only ever added to one many times larger (a float64 baseline's own, beside float32 backends).
     """
     if view not in ("accumulated", "isolated"):
         raise ValueError(f"view must be 'accumulated' or 'isolated', not {view!r}")
@@ -902,7 +910,7 @@ def layer_budgets(root: T7Module, x: np.ndarray, reference_trace: dict[str, np.n
     walker = _Walker(root, trace, inputs, dtype, view,
                      rounding_constant(statistics) if c_rounding is None else c_rounding,
                      G_ORDINARY if g_ordinary is None else g_ordinary, statistics, batchnorm,
-                     smooth=input_roughness(x) < SMOOTH_ROUGHNESS)
+                     smooth=input_roughness(x) < SMOOTH_ROUGHNESS, measure_growth=measure_growth)
     if view == "accumulated":
         s_in = _channel_scales(inputs[root.lua_path])
         walker.accumulated(root, _Error.of(np.zeros(s_in.size), s_in))
