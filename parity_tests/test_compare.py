@@ -139,3 +139,23 @@ def test_large_comparisons_give_numpys_own_statistics(layout):
     assert found.p99_abs == np.partition(diff.reshape(-1), rank)[rank]
     assert found.scale == np.max(np.abs(expected))
     assert not found.passed
+
+
+@pytest.mark.parametrize("make", [
+    lambda a: a.reshape(1, 128, 128, 40).transpose(0, 3, 1, 2),      # a framework's NHWC trace read as NCHW
+    lambda a: a.reshape(2, 64, 128, 40).transpose(0, 3, 1, 2),       # a batch
+    lambda a: a.reshape(128, 128, 40).transpose(2, 0, 1)[:, ::-1],   # negative strides
+    lambda a: a.reshape(40, 128, 128)[:, 1:-1, ::2],                 # a strided slice
+    lambda a: a.reshape(655360, 1)[::2],                             # one long axis
+    lambda a: np.broadcast_to(a[:16384].reshape(1, 128, 128), (40, 128, 128)),  # a zero stride
+], ids=["nhwc", "batch", "flipped", "sliced", "column", "broadcast"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_c_ordered_copy_equals_numpys_copy_in_every_layout(make, dtype):
+    """compare's copy of a strided view works in cache-sized blocks; it must be NumPy's C-ordered copy, exactly."""
+    from harness.core.compare import COPY_BLOCK_BYTES, c_ordered_copy
+
+    view = make(np.random.default_rng(7).standard_normal(128 * 128 * 40).astype(dtype))
+    assert view.nbytes > COPY_BLOCK_BYTES  # the blocked path, not NumPy's own
+    copied = c_ordered_copy(view)
+    assert copied.flags.c_contiguous and copied.shape == view.shape and copied.dtype == view.dtype
+    assert np.array_equal(copied, np.ascontiguousarray(view))
