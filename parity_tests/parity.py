@@ -535,19 +535,19 @@ FAST_PATH_CASES = ("conv kH=2 kW=3 dW=2 padW=1", "full conv k3 s2 p1 adjW=1 adjH
 
 @contextlib.contextmanager
 def judge_fast_paths_forced(threads: int = 3, block_bytes: int = 1) -> Iterator[None]:
-    """Every fast path of the reference on tiny inputs: one-row unfold/col2im blocks and ``threads`` threads
+    """Every fast path of the reference on tiny inputs: one-row unfold/col2im/taps blocks and ``threads`` threads
     however small the job (the settings reference/convolution.py and reference/parallel.py document)."""
     from reference import convolution, parallel
 
-    saved = (convolution.UNFOLD_BLOCK_BYTES, convolution.COL2IM_BLOCK_BYTES, parallel.THREADS,
-             parallel.MIN_ELEMENTS_PER_THREAD)
+    saved = (convolution.UNFOLD_BLOCK_BYTES, convolution.COL2IM_BLOCK_BYTES, convolution.TAPS_BLOCK_BYTES,
+             parallel.THREADS, parallel.MIN_ELEMENTS_PER_THREAD)
     try:
-        convolution.UNFOLD_BLOCK_BYTES = convolution.COL2IM_BLOCK_BYTES = block_bytes
+        convolution.UNFOLD_BLOCK_BYTES = convolution.COL2IM_BLOCK_BYTES = convolution.TAPS_BLOCK_BYTES = block_bytes
         parallel.THREADS, parallel.MIN_ELEMENTS_PER_THREAD = threads, 1
         yield
     finally:
-        (convolution.UNFOLD_BLOCK_BYTES, convolution.COL2IM_BLOCK_BYTES, parallel.THREADS,
-         parallel.MIN_ELEMENTS_PER_THREAD) = saved
+        (convolution.UNFOLD_BLOCK_BYTES, convolution.COL2IM_BLOCK_BYTES, convolution.TAPS_BLOCK_BYTES,
+         parallel.THREADS, parallel.MIN_ELEMENTS_PER_THREAD) = saved
 
 
 def check_judge_fast_paths(name: str, dtype: str, judge=None) -> list[PathResult]:

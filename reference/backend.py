@@ -16,7 +16,9 @@ class ReferenceBackend:
     framework = "numpy"
     supported_classes = frozenset(SUPPORTED_CLASSES)
 
-    def load(self, model: str | Path | T7Module, dtype: str, *, batchnorm: str | None = None) -> Network:
+    def load(self, model: str | Path | T7Module, dtype: str, *, batchnorm: str | None = None,
+             conv_algorithm: str | None = None) -> Network:
         """``batchnorm``: "train" (batch statistics) or "evaluate" (running statistics); None: the model
-        family's convention (contract.families.batchnorm_mode)."""
-        return load_network(model, dtype, batchnorm)
+        family's convention (contract.families.batchnorm_mode). ``conv_algorithm``: reference.network.Network's
+        ("taps": the judge's second float32 summation order)."""
+        return load_network(model, dtype, batchnorm, conv_algorithm=conv_algorithm)

@@ -60,14 +60,34 @@ def cast_noise(noise: Mapping[str, np.ndarray] | None, dtype: str) -> dict[str, 
     return {path: np.asarray(array, dtype=dtype) for path, array in (noise or {}).items()}
 
 
+# The judge's summation orders whose float32 errors make the rounding ceiling's basis: THNN's (its default) and one
+# GEMM per kernel tap (reference.convolution, algorithm "taps"); harness/core/tolerance.py, ROUNDING_CEILING.
+JUDGE_ORDERS: tuple[str | None, ...] = (None, "taps")
+
+
 def judge_float32_rounding(judge: Any, root: T7Module, x: np.ndarray, reference_trace: Mapping[str, np.ndarray], *,
                            noise: Mapping[str, np.ndarray] | None = None, batchnorm: str | None = None
                            ) -> dict[str, float]:
-    """The judge's own float32 run of ``x`` (float32-representable; the same noise and batch-norm mode as the run
-    that made ``reference_trace``): its error at each traced path against that float64 trace, the basis of the
-    tolerance model's rounding ceiling (harness.core.tolerance.rounding_errors)."""
+    """The judge's own float32 runs of ``x`` (float32-representable; the same noise and batch-norm mode as the run
+    that made ``reference_trace``), one per order of JUDGE_ORDERS: at each traced path the larger of their errors
+    against that float64 trace, the basis of the tolerance model's rounding ceiling (harness.core.tolerance.
+    rounding_errors). One run at a time: each trace is dropped once its errors are taken."""
     from harness.core.tolerance import rounding_errors
 
-    runner = load_runner(judge, root, "float32", batchnorm=batchnorm)
-    _, trace = forward(runner, np.asarray(x, dtype=np.float32), trace=True, noise=cast_noise(noise, "float32"))
-    return rounding_errors(reference_trace, trace)
+    found: dict[str, float] = {}
+    for order in JUDGE_ORDERS:
+        options: dict[str, Any] = {} if order is None else {"conv_algorithm": order}
+        if batchnorm is not None and has_batch_norm(root):
+            options["batchnorm"] = batchnorm
+        try:
+            runner = judge.load(root, "float32", **options)
+        except TypeError as error:
+            if "conv_algorithm" not in str(error):
+                raise
+            raise BackendError(f"the judge '{getattr(judge, 'name', judge)}' cannot sum in a second order "
+                               "(load(..., conv_algorithm='taps')); the rounding ceiling needs it") from None
+        _, trace = forward(runner, np.asarray(x, dtype=np.float32), trace=True, noise=cast_noise(noise, "float32"))
+        errors = rounding_errors(reference_trace, trace)
+        del trace, runner
+        found = {path: max(error, found.get(path, error)) for path, error in errors.items()}
+    return found

@@ -495,8 +495,8 @@ def run_drift(model: str | Path | T7Module, x: np.ndarray, backends: Sequence[st
     keys = {spec.text: (spec.dtype, instance_norm_statistics(resolved[spec.text])) for spec in [base_spec, *specs]}
     rounding = None
     if any(ceiling_applies(dtype, "accumulated", statistics) for dtype, statistics in keys.values()):
-        # the rounding ceiling's basis: the judge's own float32 run
-        say("the reference's own float32 run (the tolerance's rounding ceiling)")
+        # the rounding ceiling's basis: the judge's own float32 runs, in two summation orders
+        say("the reference's own float32 runs (the tolerance's rounding ceiling)")
         rounding = judge_float32_rounding(get_backend("reference"), root, x, base_trace, noise=noise,
                                           batchnorm=batchnorm)
     # A float64 baseline's own budget is added to float32 backends' ones, which are ~1e8 times larger: its statistics
@@ -833,8 +833,8 @@ def _notes(budgets, keys: list[tuple[str, str]]) -> list[str]:
         if capped:
             notes.append(f"{dtype}: {len(capped)} of {len(budgets[key]['accumulated'])} accumulated tolerances are "
                          f"held to the rounding ceiling, {ROUNDING_CEILING:.3g}x the reference's own float32 error "
-                         "at that path on this input, tighter than the model's walk there (docs/tolerances.md, "
-                         "\"The rounding ceiling\").")
+                         "at that path on this input (the larger of its two summation orders), tighter than the "
+                         "model's walk there (docs/tolerances.md, \"The rounding ceiling\").")
     return notes
 
 
