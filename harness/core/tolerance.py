@@ -80,7 +80,7 @@ track tightly (the v1-era nets: coarse pyramid levels, ill-conditioned batch nor
 what float32 really does there. So a float32 run with Torch7's double statistics is also held to a measured
 ceiling: ``ROUNDING_CEILING`` times the error of the judge's own float32 runs of the same input at that path
 (``rounding_errors``; the larger of two summation orders, THNN's and one GEMM per kernel tap:
-harness.core.runs.judge_float32_rounding; at least one rounding ``u * S``): a faithful port erred at most 4.46x
+harness.core.runs.judge_float32_rounding; at least one rounding ``u * S``): a faithful port erred at most 4.78x
 that at every path of 60 cases (docs/tolerances.md, "The rounding ceiling"). The budget is the smaller of the
 two, so the ceiling only ever tightens it; a judge whose own float32 runs were wrong would make the ceiling
 loose, never the check weaker than the walk's. It holds where it was measured: paths of ``CEILING_MIN_VALUES`` values
@@ -161,12 +161,12 @@ SMOOTH_ROUGHNESS = 0.06
 # the path, the larger of its two summation orders (harness.core.runs.JUDGE_ORDERS). Measured (scripts/
 # measure_tolerances.py --sections ceiling; docs/tolerances.md, "The rounding ceiling"): over the 60 cases of the
 # sizes sweep at 128²-512² (the eleven real models and the four johnson fit generators, photo and random; paths of
-# 256 values or more), |runner - float64| / that per path was at most 4.46 for torch, tf, onnx and Torch7's own
-# order (largest: Torch7's order, doodle 256² random, a 131 072-value path); SAFETY times that. Against the first
+# 256 values or more), |runner - float64| / that per path was at most 4.78 for torch, tf, onnx and Torch7's own
+# order (largest: torch and tf, doodle 256² random, path 2.2.7.1.2.7.2.2); SAFETY times that. Against the first
 # order alone the largest was 6.05 (torch, pixelcity 128², a coarse level where that order rounded well): one
-# sample of a faithful order's rounding is a noisy scale, two are steadier. Held out: 768² and the Torch7 oracle's
-# own float32 runs (against the first order alone up to 3.59 and 3.40; the second order only lowers these).
-ROUNDING_CEILING = SAFETY * 4.46
+# sample of a faithful order's rounding is a noisy scale, two are steadier. Held out: 768² (up to 2.45) and the
+# Torch7 oracle's own float32 runs (up to 3.40).
+ROUNDING_CEILING = SAFETY * 4.78
 # ... on a path of at least this many values: the largest of a few roundings is a poor sample (the judge's few
 # values may all round well). The sweep's paths held 48 values and up (ratios up to 2.9 below 1024 values); drawn
 # generators of a few pixels (parity_tests/test_network_properties.py) reached 17.5x on a 6-value path.
