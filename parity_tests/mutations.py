@@ -136,15 +136,15 @@ class MutantBackend:
 
 def _conv_without_padding_when_strided(conv2d):
     """The seed: stride-2 convolutions run VALID, dropping nn.SpatialConvolution's zero padding 1."""
-    def mutated(x, weight, bias, stride=(1, 1), padding=(0, 0)):
-        return conv2d(x, weight, bias, stride, (0, 0) if tuple(stride) != (1, 1) else padding)
+    def mutated(x, weight, bias, stride=(1, 1), padding=(0, 0), **kwargs):
+        return conv2d(x, weight, bias, stride, (0, 0) if tuple(stride) != (1, 1) else padding, **kwargs)
     return mutated
 
 
 def _drop_bias(op):
     """The seed: every bias dropped (harmless before an IN, wrong at the last convolution)."""
-    def mutated(x, weight, bias, *args):
-        return op(x, weight, None, *args)
+    def mutated(x, weight, bias, *args, **kwargs):
+        return op(x, weight, None, *args, **kwargs)
     return mutated
 
 
@@ -188,15 +188,15 @@ def _crop_or_extend(full: np.ndarray, top: int, left: int, out_h: int, out_w: in
 def _kernel_transposed(op):
     """A bare np.transpose of the weight (docs/torch7-semantics.md, the seed's port): kH and kW swapped, i.e. the
     kernel mirrored about its diagonal."""
-    def mutated(x, weight, bias, *args):
-        return op(x, np.ascontiguousarray(np.swapaxes(weight, -1, -2)), bias, *args)
+    def mutated(x, weight, bias, *args, **kwargs):
+        return op(x, np.ascontiguousarray(np.swapaxes(weight, -1, -2)), bias, *args, **kwargs)
     return mutated
 
 
 def _kernel_flipped(op):
     """True convolution instead of Torch's cross-correlation (or a transposed conv built with a flipped kernel)."""
-    def mutated(x, weight, bias, *args):
-        return op(x, np.ascontiguousarray(weight[..., ::-1, ::-1]), bias, *args)
+    def mutated(x, weight, bias, *args, **kwargs):
+        return op(x, np.ascontiguousarray(weight[..., ::-1, ::-1]), bias, *args, **kwargs)
     return mutated
 
 
