@@ -718,12 +718,15 @@ def smooth(models: dict, backends: dict, quick: bool) -> float:
 
 
 def ceiling(cases, backends: dict) -> float:
-    """ROUNDING_CEILING's measurement: per path, a runner's error over the judge's own float32 error, on the sizes
-    sweep (fit: up to 512²; held out: larger) and on the Torch7 oracle's own float32 runs (held out)."""
+    """ROUNDING_CEILING's measurement: per path, a runner's error over the judge's own float32 error (the larger of
+    its two summation orders), on the sizes sweep (fit: up to 512²; held out: larger) and on the Torch7 oracle's own
+    float32 runs (held out)."""
     from parity_tests.ground_truth import fixture_runs, shared_runs, v1_runs
 
-    print("## 9. The rounding ceiling: |runner - float64| / |reference float32 - float64| per path\n")
-    print(f"Paths of at least {tolerance.CEILING_MIN_VALUES} values where the judge's own error is not 0, accumulated, "
+    print("## 9. The rounding ceiling: |runner - float64| / the judge's own float32 error per path\n")
+    print("The judge's error: the larger of its two summation orders' max |reference float32 - float64| "
+          "(harness.core.runs.JUDGE_ORDERS). "
+          f"Paths of at least {tolerance.CEILING_MIN_VALUES} values where it is not 0, accumulated, "
           "float32, double statistics (TF Lite sums in float32: no ceiling).\n")
     print("| case | runner | paths | median | max | at path |")
     print("|---|---|---|---|---|---|")
