@@ -290,7 +290,7 @@ def test_d1_instance_norm_output_within_the_tolerance_model(name):
 @pytest.mark.xfail(strict=True, raises=OpenCVDeviation, reason=(
     "D1: eps outside the sqrt, visible where the plane variance is small: IN on 2x2 planes of variance ~1e-4 "
     "(std 0.01) is off by 5.6e-2 of its output scale (gamma/sqrt(var+1e-5) vs gamma/(sqrt(var+1e-9)*sqrt(1+1e-5))); "
-    "allowed 1.4e-5"))
+    "allowed 7.7e-6"))
 def test_d1_instance_norm_on_small_variance_planes():
     _assert_instance_norm(seed=5, mean=0.3, std=0.01, size=2, case="IN on 2x2 planes, std 0.01")
 
@@ -298,7 +298,7 @@ def test_d1_instance_norm_on_small_variance_planes():
 @pytest.mark.xfail(strict=True, raises=OpenCVDeviation, reason=(
     "D2: OpenCV sums x and x*x in float32 in one pass (var = s2/n - mean^2); on 64x64 planes of mean 1000, std 1 "
     "the variance loses every significant digit (clamped to 0 on some planes: 1/sqrt(1e-9)): output off by 3.4e4 "
-    "times its scale (D1 alone would be 5e-6); allowed 1.7e-4"))
+    "times its scale (D1 alone would be 5e-6); allowed 9.0e-5"))
 def test_d2_single_pass_float32_variance_on_a_large_mean():
     _assert_instance_norm(seed=6, mean=1000.0, std=1.0, size=64, case="IN on 64x64 planes, mean 1000, std 1")
 
