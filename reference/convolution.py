@@ -41,6 +41,13 @@ ALGORITHMS = ("auto", "unfold", "output_taps", "taps")
 TAPS_BLOCK_BYTES = 1 << 20
 
 
+def check_algorithm(algorithm: str) -> str:
+    """``algorithm`` if it is one of ALGORITHMS, else a ValueError naming them."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown convolution algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+    return algorithm
+
+
 def _batched(x: np.ndarray, n_in: int, what: str) -> tuple[np.ndarray, bool]:
     """``x`` as N x C x H x W, checked for ``n_in`` planes; a C x H x W input (nn takes both) becomes a batch of one,
     and the flag says to squeeze the result back."""
@@ -73,9 +80,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     out_h, out_w = (height - k_h) // s_h + 1, (width - k_w) // s_w + 1
     if out_h < 1 or out_w < 1:
         raise ValueError(f"a {k_h}x{k_w} kernel does not fit a {height}x{width} (padded) input")
-    algorithm = CONV_ALGORITHM if algorithm is None else algorithm
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown convolution algorithm {algorithm!r}; known: {', '.join(ALGORITHMS)}")
+    algorithm = check_algorithm(CONV_ALGORITHM if algorithm is None else algorithm)
     if algorithm == "auto":
         algorithm = "output_taps" if tuple(stride) == (1, 1) and n_out < n_in else "unfold"
     if algorithm == "output_taps":

@@ -25,7 +25,7 @@ from contract import BATCHNORM_MODES
 from contract.families import NoiseModule, batchnorm_mode, noise_modules
 from reference import pyramid
 from reference.activation import threshold
-from reference.convolution import ALGORITHMS, conv2d, full_conv2d
+from reference.convolution import check_algorithm, conv2d, full_conv2d
 from reference.normalization import instance_norm
 from reference.ops import InputError, Op, Run, Value
 from reference.padding import replication_pad
@@ -333,8 +333,8 @@ class Network:
         self.batchnorm = batchnorm
         self.root_module = root
         self.noise_modules: dict[str, NoiseModule] = {spec.lua_path: spec for spec in noise_modules(root)}
-        if conv_algorithm is not None and conv_algorithm not in ALGORITHMS:
-            raise ValueError(f"unknown convolution algorithm {conv_algorithm!r}; known: {', '.join(ALGORITHMS)}")
+        if conv_algorithm is not None:
+            check_algorithm(conv_algorithm)
         self.root = _build(root, _Context(self.dtype, batchnorm, self.noise_modules, conv_algorithm))
         self.trace_keys: tuple[str, ...] = tuple(trace_paths(root))
         traced = set(self.trace_keys)

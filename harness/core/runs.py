@@ -23,20 +23,21 @@ def has_batch_norm(root: T7Module) -> bool:
 
 
 def load_runner(backend: Any, model: str | Path | T7Module, dtype: str, *, root: T7Module | None = None,
-                batchnorm: str | None = None) -> Any:
-    """``backend.load(model, dtype)``, with ``batchnorm=`` when the model has batch norms and a mode is given."""
+                batchnorm: str | None = None, **options: Any) -> Any:
+    """``backend.load(model, dtype, **options)``, with ``batchnorm=`` when the model has batch norms and a mode is
+    given. ``options``: keywords of this backend's own load (the reference's ``conv_algorithm``)."""
     if dtype not in backend.dtypes:
         raise BackendError(f"backend '{backend.name}' supports {', '.join(backend.dtypes)}, not {dtype}")
     tree = root if root is not None else (model if isinstance(model, T7Module) else None)
     if batchnorm is not None and (tree is None or has_batch_norm(tree)):
         try:
-            return backend.load(model, dtype, batchnorm=batchnorm)
+            return backend.load(model, dtype, batchnorm=batchnorm, **options)
         except TypeError as error:
             if "batchnorm" not in str(error):
                 raise
             raise BackendError(f"backend '{backend.name}' cannot run batch norms in a chosen mode (its load() takes "
                                "no batchnorm argument), and this model has batch norms") from None
-    return backend.load(model, dtype)
+    return backend.load(model, dtype, **options)
 
 
 def forward(runner: Any, x: np.ndarray, *, trace: bool = False,
@@ -76,11 +77,9 @@ def judge_float32_rounding(judge: Any, root: T7Module, x: np.ndarray, reference_
 
     found: dict[str, float] = {}
     for order in JUDGE_ORDERS:
-        options: dict[str, Any] = {} if order is None else {"conv_algorithm": order}
-        if batchnorm is not None and has_batch_norm(root):
-            options["batchnorm"] = batchnorm
+        options = {} if order is None else {"conv_algorithm": order}
         try:
-            runner = judge.load(root, "float32", **options)
+            runner = load_runner(judge, root, "float32", batchnorm=batchnorm, **options)
         except TypeError as error:
             if "conv_algorithm" not in str(error):
                 raise
